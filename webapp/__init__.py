@@ -1,0 +1,39 @@
+"""activity-ops: the system of record for player activity and stats."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from webapp.config import INSTANCE_DIR, PROJECT_ROOT, BaseConfig, config_from_env
+
+
+def create_app(config: BaseConfig | None = None, overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the application for ``config`` (read from the environment by default)."""
+    import webapp.database  # noqa: F401  (registers the SQLite pragmas and BEGIN handling)
+    from webapp import models  # noqa: F401  (every table on the shared metadata)
+    from webapp.cli import register_cli
+    from webapp.extensions import db, migrate
+
+    config = config or config_from_env()
+    app = Flask(
+        __name__,
+        instance_path=str(INSTANCE_DIR),
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.from_object(config)
+    if overrides:
+        app.config.update(overrides)
+    if not app.config.get("SECRET_KEY"):
+        config.validate()
+
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
+        INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), compare_type=True)
+    register_cli(app)
+    return app

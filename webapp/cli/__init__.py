@@ -1,0 +1,12 @@
+"""Flask CLI commands, one module per area."""
+
+from flask import Flask
+
+
+def register_cli(app: Flask) -> None:
+    """Attach every command group to ``app``."""
+    from webapp.cli.reconcile import reconcile_command
+    from webapp.cli.summary import summary_command
+
+    app.cli.add_command(reconcile_command)
+    app.cli.add_command(summary_command)

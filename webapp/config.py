@@ -1,0 +1,99 @@
+"""Settings read from the environment, one class per way of running the product.
+
+Nothing here touches the disk or the network: values are read when a config
+object is built, so a test or a job can build an app against the database it
+chooses.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = PROJECT_ROOT / "instance"
+
+
+def default_database_url() -> str:
+    """Return the embedded default: a SQLite file under ``instance/``."""
+    return f"sqlite:///{INSTANCE_DIR / 'activity-ops.sqlite3'}"
+
+
+def normalise_database_url(url: str) -> str:
+    """Make a plain ``postgresql://`` URL use psycopg 3, the driver we ship."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+class BaseConfig:
+    """Settings shared by every environment."""
+
+    ENV_NAME = "base"
+    SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+    def __init__(self) -> None:
+        self.SECRET_KEY = os.environ.get("SECRET_KEY")
+        self.SQLALCHEMY_DATABASE_URI = normalise_database_url(
+            os.environ.get("DATABASE_URL") or default_database_url()
+        )
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        self.SQLALCHEMY_TRACK_MODIFICATIONS = False
+        # Drift above this share of players is worth an alert.
+        self.DRIFT_ALERT_SHARE = float(os.environ.get("DRIFT_ALERT_SHARE", "0.01"))
+        self.RECONCILE_FIX_BATCH_SIZE = int(os.environ.get("RECONCILE_FIX_BATCH_SIZE", "500"))
+
+    def validate(self) -> None:
+        """Refuse to start with settings that are unsafe for this environment."""
+        if not self.SECRET_KEY:
+            raise RuntimeError(
+                "SECRET_KEY is not set. Set it in the environment; only development "
+                "and tests may run without one."
+            )
+
+
+class DevelopmentConfig(BaseConfig):
+    """Local use on the embedded SQLite database."""
+
+    ENV_NAME = "development"
+
+    def __init__(self) -> None:
+        super().__init__()
+        # A per-process random key is fine on a laptop: sessions simply end on restart.
+        self.SECRET_KEY = self.SECRET_KEY or os.urandom(32).hex()
+
+
+class TestConfig(BaseConfig):
+    """The test suite: the database URL is always given explicitly by the fixtures."""
+
+    ENV_NAME = "test"
+    TESTING = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.SECRET_KEY = "test-secret-key"
+
+
+class ProductionConfig(BaseConfig):
+    """A deployed instance, normally on PostgreSQL."""
+
+    ENV_NAME = "production"
+
+
+CONFIGS = {
+    "development": DevelopmentConfig,
+    "test": TestConfig,
+    "production": ProductionConfig,
+}
+
+
+def config_from_env() -> BaseConfig:
+    """Build the config named by ``ACTIVITY_OPS_ENV`` (development by default)."""
+    name = os.environ.get("ACTIVITY_OPS_ENV", "development")
+    try:
+        return CONFIGS[name]()
+    except KeyError:
+        raise RuntimeError(
+            f"ACTIVITY_OPS_ENV={name!r} is not one of {', '.join(sorted(CONFIGS))}"
+        ) from None

@@ -1,0 +1,90 @@
+"""Engine behaviour both databases need: SQLite pragmas and explicit transactions.
+
+SQLite runs in WAL mode with foreign keys on and a busy timeout. Python's
+sqlite3 module begins transactions on its own schedule, so it is switched to
+autocommit and SQLAlchemy emits BEGIN itself: a plain ``BEGIN`` for reads, and
+``BEGIN IMMEDIATE`` for units of work that write, so that two writers queue on
+the busy timeout instead of failing to upgrade a read lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+WRITE_OPTION = "activity_ops_write"
+
+
+@event.listens_for(Engine, "connect")
+def _configure_sqlite_connection(dbapi_connection, _record) -> None:
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # WAL with synchronous=NORMAL is durable against application crashes and
+    # consistent after power loss; FULL would fsync on every commit.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@event.listens_for(Engine, "begin")
+def _begin_sqlite_transaction(connection: Connection) -> None:
+    if connection.dialect.name != "sqlite":
+        return
+    if connection.get_execution_options().get(WRITE_OPTION):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql("BEGIN")
+
+
+def begin_write(session: Session) -> None:
+    """Start the session's transaction as a writer.
+
+    On SQLite a transaction that began as a reader cannot always become a
+    writer (another connection may have written since its snapshot), so an
+    open read-only transaction is ended first and a writing one begun. Writes
+    happen only inside units of work, so the transaction ended here has none.
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    if session.in_transaction():
+        connection = session.connection()
+        if connection.get_execution_options().get(WRITE_OPTION):
+            return
+        session.rollback()
+    session.connection(execution_options={WRITE_OPTION: True})
+
+
+def begin_snapshot(session: Session) -> None:
+    """Start a transaction whose reads all see one consistent snapshot.
+
+    PostgreSQL needs REPEATABLE READ for that; SQLite in WAL mode gives every
+    read transaction a snapshot from its first read.
+    """
+    if session.in_transaction():
+        session.rollback()
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    else:
+        session.connection()
+
+
+def dialect_insert(session_or_connection, table):
+    """Return an INSERT for ``table`` that supports ON CONFLICT on our dialect."""
+    name = session_or_connection.get_bind().dialect.name if isinstance(
+        session_or_connection, Session
+    ) else session_or_connection.dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - only the two supported databases reach here
+        raise RuntimeError(f"unsupported database dialect {name!r}")
+    return insert(table)

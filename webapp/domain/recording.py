@@ -1,0 +1,378 @@
+"""Recording activity events: idempotent inserts and their stat deltas, together.
+
+An event is identified by its idempotency key (player, event type, source model,
+source id). Recording inserts with ON CONFLICT DO NOTHING, so the same fact
+recorded twice, even by two processes at once, yields one event; stats change
+only for events actually inserted, in the same transaction. A repeat whose
+payload differs from the stored event is a conflict: the stored event stands
+and the attempt is kept as a data-quality finding.
+
+Nothing is written unless every fact in a call is valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from webapp.database import dialect_insert
+from webapp.domain.errors import Invalid
+from webapp.domain.projection import ProjectedEvent, apply_stat_deltas, stat_deltas
+from webapp.domain.taxonomy import event_type as lookup_event_type
+from webapp.models.activity import ORIGINS, ActivityEvent, DataQualityFinding
+from webapp.models.base import utcnow
+from webapp.models.competitions import Tournament
+from webapp.models.players import Player, TeamMembership
+
+# Bound parameters per IN (...) list, well under both databases' limits.
+_CHUNK = 2_000
+
+EventKey = tuple[int, str, str, int]  # (player_id, event_type, source_model, source_id)
+
+# The fields two records of one fact must agree on. Origin is not among them:
+# the same match seen live and again by a backfill is one fact.
+_PAYLOAD_FIELDS = ("occurred_at", "team_id", "tournament_id", "is_private", "metadata", "reverses_event_id")
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """A fact to record about one player."""
+
+    player_id: int
+    event_type: str
+    occurred_at: datetime
+    source_model: str
+    source_id: int
+    origin: str = "live"
+    origin_id: int | None = None
+    team_id: int | None = None
+    tournament_id: int | None = None
+    # Also set by recording when the tournament is private.
+    is_private: bool = False
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    reverses_event_id: int | None = None
+
+    @property
+    def key(self) -> EventKey:
+        return (self.player_id, self.event_type, self.source_model, self.source_id)
+
+
+class RecordStatus(StrEnum):
+    RECORDED = "recorded"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    """What happened to one fact: recorded, or matched to the stored event ``event_id``."""
+
+    key: EventKey
+    status: RecordStatus
+    event_id: int
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """Outcomes in the order the facts were given."""
+
+    outcomes: list[RecordOutcome]
+
+    def _with(self, status: RecordStatus) -> list[RecordOutcome]:
+        return [o for o in self.outcomes if o.status is status]
+
+    @property
+    def recorded(self) -> list[RecordOutcome]:
+        return self._with(RecordStatus.RECORDED)
+
+    @property
+    def duplicates(self) -> list[RecordOutcome]:
+        return self._with(RecordStatus.DUPLICATE)
+
+    @property
+    def conflicts(self) -> list[RecordOutcome]:
+        return self._with(RecordStatus.CONFLICT)
+
+
+def record_event(session: Session, fact: NewEvent) -> RecordOutcome:
+    """Record one fact; a repeat is reported as a duplicate (or conflict), never an error."""
+    return record_events(session, [fact]).outcomes[0]
+
+
+def record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
+    """Record many facts in the caller's transaction and say which were new.
+
+    :raise Invalid: if any fact is invalid; then nothing is written.
+    """
+    if not facts:
+        return BatchOutcome([])
+    now = utcnow()
+    rows = [_validated_row(fact, now) for fact in facts]
+    _check_references(session, rows)
+
+    # One row per key goes to the database; later repeats inside the batch are
+    # compared with it like any other repeat.
+    first_by_key: dict[EventKey, dict[str, Any]] = {}
+    for row in rows:
+        first_by_key.setdefault(_row_key(row), row)
+    inserted = _insert_new(session, sorted(first_by_key.values(), key=_row_key))
+
+    apply_stat_deltas(
+        session,
+        stat_deltas(
+            ProjectedEvent(
+                row["player_id"], row["event_type"], row["team_id"] is not None, row["is_private"]
+            )
+            for key, row in first_by_key.items()
+            if key in inserted
+        ),
+    )
+
+    repeated_keys = {_row_key(row) for row in rows} - inserted.keys()
+    stored = _stored_payloads(session, repeated_keys) if repeated_keys else {}
+    outcomes: list[RecordOutcome] = []
+    claimed: set[EventKey] = set()
+    for row in rows:
+        key = _row_key(row)
+        if key in inserted and key not in claimed:
+            claimed.add(key)
+            outcomes.append(RecordOutcome(key, RecordStatus.RECORDED, inserted[key]))
+            continue
+        if key in inserted:  # a repeat within this batch of a row just inserted
+            event_id, payload = inserted[key], _payload(first_by_key[key])
+        else:
+            event_id, payload = stored[key]
+        differences = _differences(payload, _payload(row))
+        if differences:
+            _record_conflict(session, event_id, row, differences, now)
+            outcomes.append(RecordOutcome(key, RecordStatus.CONFLICT, event_id))
+        else:
+            outcomes.append(RecordOutcome(key, RecordStatus.DUPLICATE, event_id))
+    return BatchOutcome(outcomes)
+
+
+def _validated_row(fact: NewEvent, now: datetime) -> dict[str, Any]:
+    kind = lookup_event_type(fact.event_type)
+    where = f"{fact.event_type} for player {fact.player_id}"
+    if not isinstance(fact.player_id, int) or isinstance(fact.player_id, bool):
+        raise Invalid(f"{fact.event_type}: player_id must be an integer, not {fact.player_id!r}")
+    if fact.origin not in ORIGINS:
+        raise Invalid(f"{where}: unknown origin {fact.origin!r}; known: {', '.join(ORIGINS)}")
+    if not isinstance(fact.occurred_at, datetime) or fact.occurred_at.tzinfo is None:
+        raise Invalid(f"{where}: occurred_at must be a timezone-aware datetime")
+    if not fact.source_model or not isinstance(fact.source_id, int):
+        raise Invalid(f"{where}: a source model name and integer source id are required")
+    if (kind.reverses is None) != (fact.reverses_event_id is None):
+        raise Invalid(
+            f"{where}: reverses_event_id is required for reversals and only for them"
+        )
+    metadata = kind.validate_metadata(fact.metadata)
+    if kind.name.startswith("tournament_won") and kind.reverses is None:
+        if metadata["is_team_win"] != (fact.team_id is not None):
+            raise Invalid(f"{where}: is_team_win must be true exactly when team_id is set")
+    return {
+        "player_id": fact.player_id,
+        "event_type": fact.event_type,
+        "occurred_at": fact.occurred_at,
+        "recorded_at": now,
+        "source_model": fact.source_model,
+        "source_id": fact.source_id,
+        "origin": fact.origin,
+        "origin_id": fact.origin_id,
+        "team_id": fact.team_id,
+        "tournament_id": fact.tournament_id,
+        "is_private": bool(fact.is_private),
+        "metadata": metadata,
+        "reverses_event_id": fact.reverses_event_id,
+    }
+
+
+def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _check_references(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Check every referenced record exists and team events go to members; derive privacy."""
+    player_ids = sorted({row["player_id"] for row in rows})
+    known_players: set[int] = set()
+    for chunk in _chunks(player_ids):
+        known_players.update(session.scalars(select(Player.id).where(Player.id.in_(chunk))))
+    missing = [pid for pid in player_ids if pid not in known_players]
+    if missing:
+        raise Invalid(f"unknown player id(s): {', '.join(map(str, missing[:10]))}")
+
+    tournament_ids = sorted({row["tournament_id"] for row in rows if row["tournament_id"] is not None})
+    private: dict[int, bool] = {}
+    for chunk in _chunks(tournament_ids):
+        for tournament_id, is_private in session.execute(
+            select(Tournament.id, Tournament.is_private).where(Tournament.id.in_(chunk))
+        ):
+            private[tournament_id] = is_private
+    missing = [tid for tid in tournament_ids if tid not in private]
+    if missing:
+        raise Invalid(f"unknown tournament id(s): {', '.join(map(str, missing[:10]))}")
+    for row in rows:
+        if row["tournament_id"] is not None and private[row["tournament_id"]]:
+            row["is_private"] = True
+
+    _check_reversals(session, [row for row in rows if row["reverses_event_id"] is not None])
+    _check_team_membership(session, [row for row in rows if row["team_id"] is not None])
+
+
+def _check_reversals(session: Session, rows: list[dict[str, Any]]) -> None:
+    """A reversal undoes one stored event of its original type for the same player.
+
+    It takes team, tournament and privacy from the original so that its deltas
+    cancel the original's exactly.
+    """
+    if not rows:
+        return
+    ids = sorted({row["reverses_event_id"] for row in rows})
+    originals: dict[int, ActivityEvent] = {}
+    for chunk in _chunks(ids):
+        originals.update(
+            (event.id, event)
+            for event in session.scalars(select(ActivityEvent).where(ActivityEvent.id.in_(chunk)))
+        )
+    already_reversed = {}
+    for chunk in _chunks(ids):
+        for original_id, reversal_id in session.execute(
+            select(ActivityEvent.reverses_event_id, ActivityEvent.id).where(
+                ActivityEvent.reverses_event_id.in_(chunk)
+            )
+        ):
+            already_reversed[original_id] = reversal_id
+    for row in rows:
+        original = originals.get(row["reverses_event_id"])
+        where = f"{row['event_type']} for player {row['player_id']}"
+        if original is None:
+            raise Invalid(f"{where}: event {row['reverses_event_id']} to reverse does not exist")
+        expected_type = lookup_event_type(row["event_type"]).reverses
+        if original.event_type != expected_type or original.player_id != row["player_id"]:
+            raise Invalid(
+                f"{where}: event {original.id} is a {original.event_type} of player "
+                f"{original.player_id}, not a {expected_type} of this player"
+            )
+        reversal_key = _row_key(row)
+        if original.id in already_reversed:
+            existing = session.get(ActivityEvent, already_reversed[original.id])
+            if existing is None or _event_key(existing) != reversal_key:
+                raise Invalid(f"{where}: event {original.id} was already reversed by event "
+                              f"{already_reversed[original.id]}")
+        row["team_id"] = original.team_id
+        row["tournament_id"] = original.tournament_id
+        row["is_private"] = original.is_private
+
+
+def _check_team_membership(session: Session, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    pairs = sorted({(row["team_id"], row["player_id"]) for row in rows})
+    intervals: dict[tuple[int, int], list[tuple[datetime, datetime | None]]] = {}
+    for chunk in _chunks(pairs, _CHUNK // 2):
+        for team_id, player_id, joined_at, left_at in session.execute(
+            select(
+                TeamMembership.team_id,
+                TeamMembership.player_id,
+                TeamMembership.joined_at,
+                TeamMembership.left_at,
+            ).where(tuple_(TeamMembership.team_id, TeamMembership.player_id).in_(chunk))
+        ):
+            intervals.setdefault((team_id, player_id), []).append((joined_at, left_at))
+    for row in rows:
+        at = row["occurred_at"]
+        spans = intervals.get((row["team_id"], row["player_id"]), [])
+        if not any(joined <= at and (left is None or at < left) for joined, left in spans):
+            raise Invalid(
+                f"{row['event_type']} for player {row['player_id']}: not a member of team "
+                f"{row['team_id']} at {at.isoformat()}"
+            )
+
+
+def _insert_new(session: Session, rows: list[dict[str, Any]]) -> dict[EventKey, int]:
+    """Insert rows whose key is not stored yet; return the keys and ids of those inserted."""
+    table = ActivityEvent.__table__
+    statement = (
+        dialect_insert(session, table)
+        .on_conflict_do_nothing(
+            index_elements=[table.c.player_id, table.c.event_type, table.c.source_model, table.c.source_id]
+        )
+        .returning(table.c.id, table.c.player_id, table.c.event_type, table.c.source_model, table.c.source_id)
+    )
+    result = session.execute(statement, rows if len(rows) > 1 else rows[0])
+    return {(r.player_id, r.event_type, r.source_model, r.source_id): r.id for r in result}
+
+
+def _stored_payloads(session: Session, keys: set[EventKey]) -> dict[EventKey, tuple[int, dict[str, Any]]]:
+    table = ActivityEvent.__table__
+    key_columns = tuple_(table.c.player_id, table.c.event_type, table.c.source_model, table.c.source_id)
+    found: dict[EventKey, tuple[int, dict[str, Any]]] = {}
+    for chunk in _chunks(sorted(keys), _CHUNK // 4):
+        for row in session.execute(select(table).where(key_columns.in_(chunk))).mappings():
+            found[(row["player_id"], row["event_type"], row["source_model"], row["source_id"])] = (
+                row["id"],
+                _payload(row),
+            )
+    return found
+
+
+def _row_key(row: Mapping[str, Any]) -> EventKey:
+    return (row["player_id"], row["event_type"], row["source_model"], row["source_id"])
+
+
+def _event_key(event: ActivityEvent) -> EventKey:
+    return (event.player_id, event.event_type, event.source_model, event.source_id)
+
+
+def _payload(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: row[name] for name in _PAYLOAD_FIELDS}
+
+
+def _differences(stored: Mapping[str, Any], attempted: Mapping[str, Any]) -> list[str]:
+    return [
+        name
+        for name in _PAYLOAD_FIELDS
+        if _canonical(stored[name]) != _canonical(attempted[name])
+    ]
+
+
+def _canonical(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _record_conflict(
+    session: Session, event_id: int, row: Mapping[str, Any], differences: list[str], now: datetime
+) -> None:
+    attempted = {
+        **{k: row[k] for k in ("event_type", "source_model", "source_id", "origin", "origin_id")},
+        **{k: row[k] for k in _PAYLOAD_FIELDS},
+        "occurred_at": row["occurred_at"].isoformat(),
+    }
+    fingerprint = hashlib.sha256(
+        json.dumps({"event_id": event_id, **attempted}, sort_keys=True, default=str).encode()
+    ).hexdigest()
+    table = DataQualityFinding.__table__
+    session.execute(
+        dialect_insert(session, table)
+        .values(
+            kind="event_conflict",
+            detected_at=now,
+            event_id=event_id,
+            player_id=row["player_id"],
+            attempted=attempted,
+            fingerprint=fingerprint,
+            differences=differences,
+        )
+        .on_conflict_do_nothing(index_elements=[table.c.fingerprint])
+    )

@@ -1,0 +1,1 @@
+"""Procedures that span several transactions, run from the CLI and the job queue."""

@@ -1,0 +1,58 @@
+"""A whole reconciliation run: record it, look for drift, repair in batches, store the outcome."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from webapp.domain import reconciliation
+from webapp.domain.reconciliation import DriftReport
+from webapp.transaction import unit_of_work
+
+
+@dataclass(frozen=True)
+class ReconciliationOutcome:
+    run_id: int
+    report: DriftReport
+    players_fixed: int
+
+
+class ReconciliationFailed(Exception):
+    """The run failed; it is stored as failed with this error."""
+
+    def __init__(self, run_id: int, error: str) -> None:
+        super().__init__(error)
+        self.run_id = run_id
+
+
+def run_reconciliation(
+    session: Session, *, fix: bool = False, player_id: int | None = None, batch_size: int = 500
+) -> ReconciliationOutcome:
+    """Run one reconciliation; with ``fix``, repair the drift in transactional batches.
+
+    :raise ReconciliationFailed: after the run was stored as failed.
+    """
+    with unit_of_work(session):
+        run_id = reconciliation.start_run(session, fix=fix, player_id=player_id).id
+    try:
+        report = reconciliation.find_drift(session, player_id)
+        session.rollback()  # end the read snapshot
+        fixed_players: set[int] = set()
+        if fix:
+            corrections = list(report.corrections().items())
+            for start in range(0, len(corrections), batch_size):
+                batch = dict(corrections[start : start + batch_size])
+                with unit_of_work(session):
+                    reconciliation.repair_drift(session, batch)
+                fixed_players.update(player for player, _scope in batch)
+        with unit_of_work(session):
+            reconciliation.finish_run(session, run_id, report, len(fixed_players))
+    except Exception as exc:
+        session.rollback()
+        error = "".join(traceback.format_exception_only(exc)).strip()
+        with unit_of_work(session):
+            reconciliation.fail_run(session, run_id, f"{error}\n\n{traceback.format_exc()}")
+        raise ReconciliationFailed(run_id, error) from exc
+    return ReconciliationOutcome(run_id, report, len(fixed_players))

@@ -1,0 +1,31 @@
+"""Every model, imported so that the shared metadata knows all tables."""
+
+from webapp.models.activity import ActivityEvent, DataQualityFinding
+from webapp.models.base import Base
+from webapp.models.competitions import (
+    Match,
+    Placement,
+    Registration,
+    Tournament,
+    TournamentResult,
+)
+from webapp.models.players import Player, Team, TeamMembership
+from webapp.models.reconciliation import ReconciliationDrift, ReconciliationRun
+from webapp.models.stats import PlayerStats
+
+__all__ = [
+    "ActivityEvent",
+    "Base",
+    "DataQualityFinding",
+    "Match",
+    "Placement",
+    "Player",
+    "PlayerStats",
+    "ReconciliationDrift",
+    "ReconciliationRun",
+    "Registration",
+    "Team",
+    "TeamMembership",
+    "Tournament",
+    "TournamentResult",
+]

@@ -1,0 +1,71 @@
+"""Platform players and teams: the people activity is about.
+
+Players are the platform's users, kept apart from the staff who run the
+dashboard.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from webapp.models.base import Base, BigId, CreatedAtMixin, UTCDateTime
+
+FEED_VISIBILITIES = ("private", "public")
+
+
+class Player(CreatedAtMixin, Base):
+    __tablename__ = "players"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # The identifier the platform shows to other players, e.g. DC-25-000042.
+    public_id: Mapped[str] = mapped_column(String(20), unique=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128))
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    feed_visibility: Mapped[str] = mapped_column(String(16), default="private")
+
+    __table_args__ = (
+        CheckConstraint(
+            "feed_visibility IN ('private', 'public')", name="feed_visibility_known"
+        ),
+    )
+
+    def __repr__(self) -> str:
+        return f"<Player {self.id} {self.public_id}>"
+
+
+def format_public_id(year: int, number: int) -> str:
+    """Return the public id of the ``number``-th player who joined in ``year``."""
+    return f"DC-{year % 100:02d}-{number:06d}"
+
+
+class Team(CreatedAtMixin, Base):
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+
+
+class TeamMembership(Base):
+    """A player's membership of a team over an interval of time.
+
+    ``left_at`` is open (NULL) while the player is still a member.  Team results
+    reach the members at the time of the result, never today's roster.
+    """
+
+    __tablename__ = "team_memberships"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    player_id: Mapped[int] = mapped_column(ForeignKey("players.id"))
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    left_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("left_at IS NULL OR left_at > joined_at", name="interval_ordered"),
+        UniqueConstraint("team_id", "player_id", "joined_at"),
+        Index("ix_team_memberships_player_id", "player_id"),
+    )

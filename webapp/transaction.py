@@ -1,0 +1,65 @@
+"""The one transaction boundary: commit on success, roll back on any error.
+
+Views, CLI commands and jobs wrap their call into the domain in
+``unit_of_work``; domain functions never commit. Side effects that must not
+happen for a rolled-back change (alerts, webhooks, notifications) are
+registered with ``after_commit`` and run only once the commit succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from webapp.database import begin_write
+from webapp.domain.errors import Conflict, DomainError
+
+log = logging.getLogger(__name__)
+
+_HOOKS_KEY = "activity_ops_after_commit"
+
+
+class DatabaseUnavailable(DomainError):
+    """The database could not complete the transaction (locked, gone, timed out)."""
+
+
+def after_commit(session: Session, hook: Callable[[], None]) -> None:
+    """Run ``hook`` after the current unit of work commits; drop it on rollback."""
+    hooks = session.info.get(_HOOKS_KEY)
+    if hooks is None:
+        raise RuntimeError("after_commit() called outside a unit_of_work")
+    hooks.append(hook)
+
+
+@contextmanager
+def unit_of_work(session: Session) -> Iterator[Session]:
+    """Run the enclosed writes as one transaction on ``session``."""
+    if _HOOKS_KEY in session.info:
+        raise RuntimeError("unit_of_work() does not nest")
+    begin_write(session)
+    hooks: list[Callable[[], None]] = []
+    session.info[_HOOKS_KEY] = hooks
+    try:
+        try:
+            yield session
+            session.commit()
+        except IntegrityError as exc:
+            session.rollback()
+            raise Conflict(f"the change clashes with stored data: {exc.orig}") from exc
+        except OperationalError as exc:
+            session.rollback()
+            raise DatabaseUnavailable(f"the database did not complete the change: {exc.orig}") from exc
+        except BaseException:
+            session.rollback()
+            raise
+    finally:
+        session.info.pop(_HOOKS_KEY, None)
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:  # a failed side effect never undoes a committed change
+            log.exception("after-commit hook %r failed", hook)
