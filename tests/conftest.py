@@ -1,0 +1,300 @@
+"""Fixtures shared by the whole suite.
+
+Every test that touches the database runs twice: on a SQLite file and on
+PostgreSQL. Each run of the suite migrates a fresh database per backend (and
+per xdist worker) with the real migrations, and every test leaves the tables
+empty for the next one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_migrate import upgrade
+
+from webapp import create_app
+from webapp.config import TestConfig
+from webapp.extensions import db
+from webapp.models import (
+    Base,
+    Match,
+    Player,
+    Registration,
+    Team,
+    TeamMembership,
+    Tournament,
+    TournamentResult,
+)
+from webapp.models.players import format_public_id
+
+POSTGRES_HOST = os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1")
+POSTGRES_PORT = int(os.environ.get("TEST_POSTGRES_PORT", "5432"))
+POSTGRES_ADMIN_URL = f"postgresql+psycopg://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/postgres"
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+]
+
+T0 = datetime(2026, 3, 2, 18, 0, tzinfo=UTC)
+
+
+def _postgres_reachable() -> bool:
+    try:
+        with socket.create_connection((POSTGRES_HOST, POSTGRES_PORT), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def require_postgres() -> None:
+    """Skip (on a laptop) or fail (in CI) when PostgreSQL is not there."""
+    if _postgres_reachable():
+        return
+    message = f"PostgreSQL is not reachable at {POSTGRES_HOST}:{POSTGRES_PORT}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}, and CI=true requires the PostgreSQL tests to run")
+    pytest.skip(f"{message}; start it to run the PostgreSQL half of the suite")
+
+
+def _create_postgres_database(name: str) -> str:
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin.dispose()
+    return f"postgresql+psycopg://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
+
+
+def _drop_postgres_database(name: str) -> None:
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def fresh_database_url(tmp_path_factory, worker_id) -> Iterator:
+    """A factory of empty databases for a backend, dropped at the end of the run."""
+    created: list[str] = []
+
+    def make(backend: str) -> str:
+        if backend == "sqlite":
+            path = tmp_path_factory.mktemp("db") / f"activity-ops-{uuid.uuid4().hex[:8]}.sqlite3"
+            return f"sqlite:///{path}"
+        require_postgres()
+        name = f"activity_ops_test_{worker_id}_{uuid.uuid4().hex[:8]}"
+        created.append(name)
+        return _create_postgres_database(name)
+
+    yield make
+    for name in created:
+        _drop_postgres_database(name)
+
+
+@pytest.fixture(scope="session")
+def worker_id(request) -> str:
+    return getattr(request.config, "workerinput", {}).get("workerid", "main")
+
+
+def make_app(database_url: str, **overrides) -> Flask:
+    """Build a test app on ``database_url``."""
+    return create_app(TestConfig(), overrides={"SQLALCHEMY_DATABASE_URI": database_url, **overrides})
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def migrated_app(backend, fresh_database_url) -> Iterator[Flask]:
+    """One app per backend on a database built by the real migrations."""
+    app = make_app(fresh_database_url(backend))
+    with app.app_context():
+        upgrade()
+        db.session.remove()
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def _empty_all_tables(app: Flask) -> None:
+    with app.app_context():
+        db.session.remove()
+        tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+        with db.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+            else:
+                for table in tables:
+                    conn.exec_driver_sql(f"DELETE FROM {table}")
+
+
+@pytest.fixture
+def app(migrated_app) -> Iterator[Flask]:
+    """The backend's app with an app context pushed; every table is empty afterwards."""
+    with migrated_app.app_context():
+        yield migrated_app
+        db.session.remove()
+    _empty_all_tables(migrated_app)
+
+
+@pytest.fixture
+def session(app):
+    """The app's SQLAlchemy session."""
+    return db.session()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def count_queries(app):
+    """Count the SQL statements run inside a ``with count_queries() as counter:`` block."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def counting():
+        counter = {"n": 0}
+
+        def on_execute(*_args, **_kwargs):
+            counter["n"] += 1
+
+        sa.event.listen(db.engine, "before_cursor_execute", on_execute)
+        try:
+            yield counter
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", on_execute)
+
+    return counting
+
+
+# Factories: build platform records the way the platform would have them.
+
+
+@pytest.fixture
+def make_player(session):
+    counter = iter(range(1, 1_000_000))
+
+    def make(username: str | None = None, **fields) -> Player:
+        n = next(counter)
+        username = username or f"player{n}"
+        player = Player(
+            public_id=fields.pop("public_id", format_public_id(2025, n)),
+            username=username,
+            display_name=fields.pop("display_name", username.title()),
+            email=fields.pop("email", f"{username}@example.test"),
+            **fields,
+        )
+        session.add(player)
+        session.commit()
+        return player
+
+    return make
+
+
+@pytest.fixture
+def make_team(session):
+    def make(name: str, members: list[Player], joined_at: datetime = T0 - timedelta(days=365),
+             left_at: datetime | None = None) -> Team:
+        team = Team(name=name)
+        session.add(team)
+        session.flush()
+        for member in members:
+            session.add(
+                TeamMembership(team_id=team.id, player_id=member.id, joined_at=joined_at, left_at=left_at)
+            )
+        session.commit()
+        return team
+
+    return make
+
+
+@pytest.fixture
+def make_tournament(session):
+    def make(name: str = "Spring Cup", **fields) -> Tournament:
+        tournament = Tournament(
+            name=name,
+            starts_at=fields.pop("starts_at", T0),
+            ends_at=fields.pop("ends_at", T0 + timedelta(days=2)),
+            **fields,
+        )
+        session.add(tournament)
+        session.commit()
+        return tournament
+
+    return make
+
+
+@pytest.fixture
+def make_match(session):
+    def make(tournament: Tournament, a: Player | Team, b: Player | Team, *, winner: str | None = "a",
+             state: str = "completed", round: str = "R1", at: datetime = T0 + timedelta(hours=1),
+             is_final: bool = False) -> Match:
+        match = Match(
+            tournament_id=tournament.id,
+            round=round,
+            state=state,
+            winner_side=winner if state in ("completed", "forfeit") else None,
+            scheduled_at=at,
+            completed_at=at if state in ("completed", "forfeit") else None,
+            is_final=is_final,
+            **_side("a", a),
+            **_side("b", b),
+        )
+        session.add(match)
+        session.commit()
+        return match
+
+    return make
+
+
+def _side(side: str, entrant: Player | Team) -> dict:
+    if isinstance(entrant, Team):
+        return {f"side_{side}_team_id": entrant.id}
+    return {f"side_{side}_player_id": entrant.id}
+
+
+@pytest.fixture
+def make_registration(session):
+    def make(tournament: Tournament, entrant: Player | Team, status: str = "checked_in",
+             registered_at: datetime = T0 - timedelta(days=3)) -> Registration:
+        registration = Registration(
+            tournament_id=tournament.id,
+            status=status,
+            registered_at=registered_at,
+            player_id=entrant.id if isinstance(entrant, Player) else None,
+            team_id=entrant.id if isinstance(entrant, Team) else None,
+        )
+        session.add(registration)
+        session.commit()
+        return registration
+
+    return make
+
+
+@pytest.fixture
+def make_result(session):
+    def make(tournament: Tournament, winner: Player | Team,
+             decided_at: datetime = T0 + timedelta(days=2)) -> TournamentResult:
+        result = TournamentResult(
+            tournament_id=tournament.id,
+            decided_at=decided_at,
+            winner_player_id=winner.id if isinstance(winner, Player) else None,
+            winner_team_id=winner.id if isinstance(winner, Team) else None,
+        )
+        session.add(result)
+        session.commit()
+        return result
+
+    return make

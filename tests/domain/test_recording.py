@@ -1,0 +1,186 @@
+"""Recording events: idempotency, conflicts, stats updated with each inserted event."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.conftest import T0
+from webapp.domain.errors import Invalid
+from webapp.domain.recording import NewEvent, RecordStatus, record_event, record_events
+from webapp.models import ActivityEvent, DataQualityFinding, PlayerStats
+from webapp.transaction import unit_of_work
+
+
+def won(player, match_id=1, **overrides) -> NewEvent:
+    fields = dict(
+        player_id=player.id,
+        event_type="match_won",
+        occurred_at=T0,
+        source_model="match",
+        source_id=match_id,
+        metadata={"round": "R1", "side": "a", "opponent_player_ids": [999]},
+    )
+    fields.update(overrides)
+    return NewEvent(**fields)
+
+
+def stats(session, player, scope="all") -> dict[str, int]:
+    row = session.get(PlayerStats, (player.id, scope))
+    session.expire_all()
+    return row.as_dict() if row else {}
+
+
+def event_count(session) -> int:
+    return session.scalar(select(func.count()).select_from(ActivityEvent))
+
+
+def test_recording_an_event_inserts_it_and_updates_both_scopes(session, make_player):
+    alice = make_player("alice")
+    with unit_of_work(session):
+        outcome = record_event(session, won(alice))
+    assert outcome.status is RecordStatus.RECORDED
+    assert event_count(session) == 1
+    assert stats(session, alice)["matches_won"] == 1
+    assert stats(session, alice)["matches_played"] == 1
+    assert stats(session, alice, "public")["matches_won"] == 1
+
+
+def test_the_same_fact_twice_is_one_event_and_one_stat_change(session, make_player):
+    alice = make_player("alice")
+    with unit_of_work(session):
+        first = record_event(session, won(alice))
+    with unit_of_work(session):
+        second = record_event(session, won(alice))
+    assert second.status is RecordStatus.DUPLICATE
+    assert second.event_id == first.event_id
+    assert event_count(session) == 1
+    assert stats(session, alice)["matches_won"] == 1
+
+
+def test_a_repeat_with_a_different_payload_is_a_conflict_kept_as_a_finding(session, make_player):
+    alice = make_player("alice")
+    with unit_of_work(session):
+        first = record_event(session, won(alice))
+    with unit_of_work(session):
+        again = record_event(session, won(alice, occurred_at=T0 + timedelta(minutes=5)))
+    with unit_of_work(session):
+        record_event(session, won(alice, occurred_at=T0 + timedelta(minutes=5)))
+    assert again.status is RecordStatus.CONFLICT
+    stored = session.get(ActivityEvent, first.event_id)
+    assert stored.occurred_at == T0, "the first event stands"
+    findings = session.scalars(select(DataQualityFinding)).all()
+    assert len(findings) == 1, "the same conflicting attempt twice is one finding"
+    assert findings[0].event_id == first.event_id
+    assert findings[0].differences == ["occurred_at"]
+    assert stats(session, alice)["matches_won"] == 1
+
+
+def test_a_batch_reports_which_facts_were_new_and_which_duplicates(session, make_player):
+    alice, bob = make_player("alice"), make_player("bob")
+    with unit_of_work(session):
+        record_event(session, won(alice, match_id=1))
+    with unit_of_work(session):
+        outcome = record_events(session, [won(alice, match_id=1), won(bob, match_id=1), won(bob, match_id=1)])
+    assert [o.status for o in outcome.outcomes] == [
+        RecordStatus.DUPLICATE, RecordStatus.RECORDED, RecordStatus.DUPLICATE,
+    ]
+    assert event_count(session) == 2
+    assert stats(session, bob)["matches_won"] == 1
+
+
+def test_every_member_of_a_team_gets_their_own_event_from_the_same_source(session, make_player, make_team, make_tournament):
+    alice, bob = make_player("alice"), make_player("bob")
+    team = make_team("Night Owls", [alice, bob])
+    with unit_of_work(session):
+        outcome = record_events(session, [won(alice, team_id=team.id), won(bob, team_id=team.id)])
+    assert len(outcome.recorded) == 2
+
+
+def test_events_of_a_private_tournament_count_only_in_the_all_scope(session, make_player, make_tournament):
+    alice = make_player("alice")
+    secret = make_tournament("Invitational", is_private=True)
+    with unit_of_work(session):
+        outcome = record_event(session, won(alice, tournament_id=secret.id))
+    assert session.get(ActivityEvent, outcome.event_id).is_private
+    assert stats(session, alice)["matches_won"] == 1
+    assert stats(session, alice, "public").get("matches_won", 0) == 0
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"event_type": "match_drawn"}, "unknown event type 'match_drawn'"),
+        ({"metadata": {"side": "a", "opponent_player_ids": [1]}}, "field 'round'"),
+        ({"metadata": {"round": "R1", "side": "a", "opponent_player_ids": "7"}}, "field 'opponent_player_ids'"),
+        ({"metadata": {"round": "R1", "side": "a", "opponent_player_ids": [], "note": "gg"}}, "field 'note'"),
+        ({"player_id": 424242}, "unknown player id(s): 424242"),
+        ({"tournament_id": 515151}, "unknown tournament id(s): 515151"),
+        ({"origin": "rumour"}, "unknown origin 'rumour'"),
+        ({"occurred_at": T0.replace(tzinfo=None)}, "timezone-aware"),
+        ({"team_id": "TEAM"}, "not a member of team"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_error_and_nothing_written(session, make_player, make_team, overrides, message):
+    alice, bob = make_player("alice"), make_player("bob")
+    if overrides.get("team_id") == "TEAM":
+        overrides["team_id"] = make_team("Other Team", [bob]).id
+    with pytest.raises(Invalid, match=_escaped(message)):
+        with unit_of_work(session):
+            record_events(session, [won(bob, match_id=77), won(alice, **overrides)])
+    assert event_count(session) == 0
+    assert session.scalar(select(func.count()).select_from(PlayerStats)) == 0
+
+
+def test_a_team_event_for_someone_who_had_left_the_team_is_refused(session, make_player, make_team):
+    alice = make_player("alice")
+    team = make_team("Old Guard", [alice], joined_at=T0 - timedelta(days=30), left_at=T0 - timedelta(days=1))
+    with pytest.raises(Invalid, match="not a member of team"):
+        with unit_of_work(session):
+            record_event(session, won(alice, team_id=team.id))
+    assert event_count(session) == 0
+
+
+def test_a_reversal_undoes_its_original_exactly_and_only_once(session, make_player, make_team):
+    alice, bob = make_player("alice"), make_player("bob")
+    team = make_team("Pair", [alice, bob])
+    with unit_of_work(session):
+        original = record_event(session, NewEvent(
+            player_id=alice.id, event_type="tournament_won", occurred_at=T0, source_model="tournament_result",
+            source_id=5, team_id=team.id, metadata={"is_team_win": True},
+        ))
+    assert stats(session, alice)["team_tournament_wins"] == 1
+    reversal = NewEvent(
+        player_id=alice.id, event_type="tournament_won_reversed", occurred_at=T0 + timedelta(days=1),
+        source_model="dispute_resolution", source_id=1, origin="dispute", reverses_event_id=original.event_id,
+    )
+    with unit_of_work(session):
+        assert record_event(session, reversal).status is RecordStatus.RECORDED
+    with unit_of_work(session):
+        assert record_event(session, reversal).status is RecordStatus.DUPLICATE
+    assert stats(session, alice)["tournaments_won"] == 0
+    assert stats(session, alice)["team_tournament_wins"] == 0
+    second = NewEvent(**{**reversal.__dict__, "source_id": 2})
+    with pytest.raises(Invalid, match="already reversed"):
+        with unit_of_work(session):
+            record_event(session, second)
+
+
+def test_a_reversal_must_point_at_an_event_of_the_type_it_reverses(session, make_player):
+    alice = make_player("alice")
+    with unit_of_work(session):
+        lost = record_event(session, won(alice, event_type="match_lost"))
+    with pytest.raises(Invalid, match="not a match_won"):
+        with unit_of_work(session):
+            record_event(session, NewEvent(
+                player_id=alice.id, event_type="match_won_reversed", occurred_at=T0, source_model="dispute_resolution",
+                source_id=1, origin="dispute", reverses_event_id=lost.event_id,
+            ))
+
+
+def _escaped(text: str) -> str:
+    import re
+
+    return re.escape(text)

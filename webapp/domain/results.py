@@ -1,0 +1,245 @@
+"""Turning the platform's results into activity events.
+
+The live path (the platform reporting a result), the demo data and the
+backfill all derive events here, so a match or tournament gives the same
+events whichever way it arrives:
+
+- a completed match gives ``match_won`` to every member of the winning side
+  and ``match_lost`` to every member of the other;
+- a forfeit gives ``match_forfeit_won`` / ``match_forfeit_lost``, never won/lost;
+- a registration gives ``tournament_registered``, and ``tournament_checked_in``
+  once checked in; no-shows and withdrawals never get further;
+- a tournament result gives ``tournament_won`` to the winner (every member of
+  the winning team at the time, with the team id) and ``tournament_completed``
+  to every entrant that played it.
+
+Team results reach the members of the team at the time of the result.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from webapp.domain.errors import Invalid, NotFound
+from webapp.domain.recording import BatchOutcome, NewEvent, record_events
+from webapp.models.competitions import Match, Registration, Tournament, TournamentResult
+from webapp.models.players import TeamMembership
+
+# Registration statuses of entrants who took part in the tournament.
+PLAYED_STATUSES = ("checked_in", "completed")
+
+
+class TeamRoster:
+    """Team memberships over time, loaded once for many results."""
+
+    def __init__(self, spans: Iterable[tuple[int, int, datetime, datetime | None]]) -> None:
+        self._spans: dict[int, list[tuple[int, datetime, datetime | None]]] = defaultdict(list)
+        for team_id, player_id, joined_at, left_at in spans:
+            self._spans[team_id].append((player_id, joined_at, left_at))
+
+    @classmethod
+    def load(cls, session: Session, team_ids: Iterable[int]) -> TeamRoster:
+        """Load the memberships of ``team_ids``."""
+        ids = sorted(set(team_ids))
+        spans = []
+        for start in range(0, len(ids), 2_000):
+            spans.extend(
+                session.execute(
+                    select(
+                        TeamMembership.team_id,
+                        TeamMembership.player_id,
+                        TeamMembership.joined_at,
+                        TeamMembership.left_at,
+                    ).where(TeamMembership.team_id.in_(ids[start : start + 2_000]))
+                ).all()
+            )
+        return cls(spans)
+
+    def members(self, team_id: int, at: datetime) -> list[int]:
+        """Return the players who were members of ``team_id`` at ``at``."""
+        return sorted(
+            player_id
+            for player_id, joined_at, left_at in self._spans.get(team_id, ())
+            if joined_at <= at and (left_at is None or at < left_at)
+        )
+
+    def entrant_players(self, player_id: int | None, team_id: int | None, at: datetime) -> list[int]:
+        """Return who an entrant (a player, or a team at ``at``) stands for."""
+        if team_id is None:
+            return [player_id] if player_id is not None else []
+        members = self.members(team_id, at)
+        if not members:
+            raise Invalid(f"team {team_id} had no members at {at.isoformat()}")
+        return members
+
+
+def match_events(match: Match, roster: TeamRoster, *, origin: str = "live",
+                 origin_id: int | None = None) -> list[NewEvent]:
+    """Return the events a decided match gives to every player on both sides."""
+    if match.state == "completed":
+        winner_type, loser_type = "match_won", "match_lost"
+    elif match.state == "forfeit":
+        winner_type, loser_type = "match_forfeit_won", "match_forfeit_lost"
+    else:
+        raise Invalid(
+            f"match {match.id} is {match.state}: only completed and forfeit matches have results"
+        )
+    if match.winner_side not in ("a", "b"):
+        raise Invalid(f"match {match.id} has no winner side")
+    at = match.completed_at or match.scheduled_at
+    loser_side = "b" if match.winner_side == "a" else "a"
+    sides = {side: match.side_entrant(side) for side in ("a", "b")}
+    players = {side: roster.entrant_players(*sides[side], at) for side in ("a", "b")}
+    events = []
+    for side, kind in ((match.winner_side, winner_type), (loser_side, loser_type)):
+        other = "b" if side == "a" else "a"
+        _, team_id = sides[side]
+        metadata = {"round": match.round, "side": side, "opponent_player_ids": players[other]}
+        if sides[other][1] is not None:
+            metadata["opponent_team_id"] = sides[other][1]
+        events.extend(
+            NewEvent(
+                player_id=player_id,
+                event_type=kind,
+                occurred_at=at,
+                source_model="match",
+                source_id=match.id,
+                origin=origin,
+                origin_id=origin_id,
+                team_id=team_id,
+                tournament_id=match.tournament_id,
+                metadata=metadata,
+            )
+            for player_id in players[side]
+        )
+    return events
+
+
+def registration_events(registration: Registration, tournament: Tournament, roster: TeamRoster, *,
+                        origin: str = "live", origin_id: int | None = None) -> list[NewEvent]:
+    """Return registration and check-in events for every player an entry stands for."""
+    types = ["tournament_registered"]
+    if registration.status in PLAYED_STATUSES:
+        types.append("tournament_checked_in")
+    events = []
+    for kind in types:
+        at = registration.registered_at if kind == "tournament_registered" else tournament.starts_at
+        for player_id in roster.entrant_players(registration.player_id, registration.team_id, at):
+            events.append(
+                NewEvent(
+                    player_id=player_id,
+                    event_type=kind,
+                    occurred_at=at,
+                    source_model="registration",
+                    source_id=registration.id,
+                    origin=origin,
+                    origin_id=origin_id,
+                    team_id=registration.team_id,
+                    tournament_id=tournament.id,
+                    metadata={"registration_id": registration.id},
+                )
+            )
+    return events
+
+
+def tournament_result_events(result: TournamentResult, tournament: Tournament,
+                             registrations: Sequence[Registration], roster: TeamRoster, *,
+                             origin: str = "live", origin_id: int | None = None) -> list[NewEvent]:
+    """Return tournament_won for the winner and tournament_completed for everyone who played."""
+    if not tournament.awards_winner:
+        raise Invalid(f"tournament {tournament.id} is a team competition that nobody wins")
+    at = result.decided_at
+    events = [
+        NewEvent(
+            player_id=player_id,
+            event_type="tournament_won",
+            occurred_at=at,
+            source_model="tournament_result",
+            source_id=result.id,
+            origin=origin,
+            origin_id=origin_id,
+            team_id=result.winner_team_id,
+            tournament_id=tournament.id,
+            metadata={"is_team_win": result.winner_team_id is not None},
+        )
+        for player_id in roster.entrant_players(result.winner_player_id, result.winner_team_id, at)
+    ]
+    events.extend(completion_events(tournament, registrations, roster, at, origin=origin, origin_id=origin_id))
+    return events
+
+
+def completion_events(tournament: Tournament, registrations: Sequence[Registration], roster: TeamRoster,
+                      at: datetime, *, origin: str = "live", origin_id: int | None = None) -> list[NewEvent]:
+    """Return tournament_completed for entrants who played; never for no-shows or withdrawals."""
+    events = []
+    for registration in registrations:
+        if registration.status not in PLAYED_STATUSES:
+            continue
+        for player_id in roster.entrant_players(registration.player_id, registration.team_id, at):
+            events.append(
+                NewEvent(
+                    player_id=player_id,
+                    event_type="tournament_completed",
+                    occurred_at=at,
+                    source_model="registration",
+                    source_id=registration.id,
+                    origin=origin,
+                    origin_id=origin_id,
+                    team_id=registration.team_id,
+                    tournament_id=tournament.id,
+                    metadata={"registration_id": registration.id},
+                )
+            )
+    return events
+
+
+def record_match_result(session: Session, match_id: int, *, origin: str = "live",
+                        origin_id: int | None = None) -> BatchOutcome:
+    """Record the events of one decided match."""
+    match = session.get(Match, match_id)
+    if match is None:
+        raise NotFound(f"match {match_id} does not exist")
+    roster = TeamRoster.load(session, [t for t in (match.side_a_team_id, match.side_b_team_id) if t])
+    return record_events(session, match_events(match, roster, origin=origin, origin_id=origin_id))
+
+
+def record_registration(session: Session, registration_id: int, *, origin: str = "live",
+                        origin_id: int | None = None) -> BatchOutcome:
+    """Record the events of one registration (and its check-in, if any)."""
+    registration = session.get(Registration, registration_id)
+    if registration is None:
+        raise NotFound(f"registration {registration_id} does not exist")
+    tournament = session.get(Tournament, registration.tournament_id)
+    roster = TeamRoster.load(session, [registration.team_id] if registration.team_id else [])
+    return record_events(
+        session, registration_events(registration, tournament, roster, origin=origin, origin_id=origin_id)
+    )
+
+
+def record_tournament_result(session: Session, tournament_id: int, *, origin: str = "live",
+                             origin_id: int | None = None) -> BatchOutcome:
+    """Record the win and the completions of a decided tournament."""
+    tournament = session.get(Tournament, tournament_id)
+    if tournament is None:
+        raise NotFound(f"tournament {tournament_id} does not exist")
+    result = session.scalars(
+        select(TournamentResult).where(TournamentResult.tournament_id == tournament_id)
+    ).first()
+    if result is None:
+        raise Invalid(f"tournament {tournament_id} has no result yet")
+    registrations = list(
+        session.scalars(select(Registration).where(Registration.tournament_id == tournament_id))
+    )
+    team_ids = {r.team_id for r in registrations if r.team_id} | (
+        {result.winner_team_id} if result.winner_team_id else set()
+    )
+    roster = TeamRoster.load(session, team_ids)
+    return record_events(
+        session,
+        tournament_result_events(result, tournament, registrations, roster, origin=origin, origin_id=origin_id),
+    )
