@@ -1,6 +1,8 @@
 """Every model, imported so that the shared metadata knows all tables."""
 
 from webapp.models.activity import ActivityEvent, DataQualityFinding
+from webapp.models.api_tokens import ApiToken
+from webapp.models.audit import AuditEntry
 from webapp.models.base import Base
 from webapp.models.competitions import (
     Match,
@@ -11,9 +13,13 @@ from webapp.models.competitions import (
 )
 from webapp.models.players import Player, Team, TeamMembership
 from webapp.models.reconciliation import ReconciliationDrift, ReconciliationRun
+from webapp.models.staff import StaffUser
 from webapp.models.stats import PlayerStats
 
 __all__ = [
+    "ApiToken",
+    "AuditEntry",
+    "StaffUser",
     "ActivityEvent",
     "Base",
     "DataQualityFinding",
