@@ -1,0 +1,350 @@
+"""Reconciliation: drift between stored stats and what the events add up to, and its repair."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from tests.conftest import T0
+from webapp.domain.errors import NotFound
+from webapp.domain.reconciliation import StatDrift, find_drift, repair_drift
+from webapp.domain.recording import NewEvent, record_events
+from webapp.extensions import db
+from webapp.jobs.reconcile import run_reconciliation
+from webapp.models import ActivityEvent, PlayerStats, ReconciliationDrift, ReconciliationRun
+from webapp.models.stats import STAT_NAMES
+from webapp.transaction import unit_of_work
+
+_source_ids = itertools.count(1)
+
+
+def match_won(player, **overrides) -> NewEvent:
+    fields = dict(
+        player_id=player if isinstance(player, int) else player.id,
+        event_type="match_won",
+        occurred_at=T0,
+        source_model="match",
+        source_id=next(_source_ids),
+        metadata={"round": "R1", "side": "a", "opponent_player_ids": [999]},
+    )
+    fields.update(overrides)
+    return NewEvent(**fields)
+
+
+def match_lost(player, **overrides) -> NewEvent:
+    return match_won(player, event_type="match_lost", **overrides)
+
+
+def checked_in(player, tournament) -> NewEvent:
+    return NewEvent(
+        player_id=player.id,
+        event_type="tournament_checked_in",
+        occurred_at=T0,
+        source_model="registration",
+        source_id=next(_source_ids),
+        tournament_id=tournament.id,
+    )
+
+
+def record(session, *facts: NewEvent) -> None:
+    with unit_of_work(session):
+        record_events(session, list(facts))
+
+
+def tamper(session, sql: str, **params) -> None:
+    """Change stored stats behind the projection's back, as a bad script would."""
+    session.execute(text(sql), params)
+    session.commit()
+
+
+def insert_stats(session, player, scope: str, **values: int) -> None:
+    """Store a stats row no event accounts for."""
+    row = {name: values.get(name, 0) for name in STAT_NAMES}
+    columns = ", ".join(row)
+    tamper(
+        session,
+        f"INSERT INTO player_stats (player_id, scope, {columns}, updated_at) "
+        f"VALUES (:player_id, :scope, {', '.join(':' + c for c in row)}, :now)",
+        player_id=player.id, scope=scope, now=T0, **row,
+    )
+
+
+def stored(session, player, scope="all") -> dict[str, int]:
+    session.expire_all()
+    row = session.get(PlayerStats, (player.id, scope))
+    return row.as_dict() if row else {}
+
+
+def report_of(session, player_id=None):
+    report = find_drift(session, player_id)
+    session.rollback()
+    return report
+
+
+def test_consistent_stats_show_no_drift(session, make_player):
+    alice, bob = make_player("alice"), make_player("bob")
+    record(session, match_won(alice), match_lost(bob), match_won(bob))
+
+    report = report_of(session)
+
+    assert report.players_checked == 2
+    assert report.drifts == []
+    assert report.drifted_share == 0.0
+
+
+def test_drift_is_reported_per_player_and_stat_with_expected_and_stored(session, make_player):
+    alice, bob = make_player("alice"), make_player("bob")
+    record(session, match_won(alice), match_won(alice), match_lost(bob))
+    tamper(session, "UPDATE player_stats SET matches_won = 7 WHERE player_id = :p AND scope = 'all'", p=alice.id)
+    tamper(session, "UPDATE player_stats SET matches_lost = 0, matches_played = 3 WHERE player_id = :p", p=bob.id)
+
+    report = report_of(session)
+
+    assert report.drifts == [
+        StatDrift(alice.id, "all", "matches_won", expected=2, actual=7),
+        StatDrift(bob.id, "all", "matches_played", expected=1, actual=3),
+        StatDrift(bob.id, "all", "matches_lost", expected=1, actual=0),
+        StatDrift(bob.id, "public", "matches_played", expected=1, actual=3),
+        StatDrift(bob.id, "public", "matches_lost", expected=1, actual=0),
+    ]
+    assert report.drifted_players == [alice.id, bob.id]
+
+
+def test_the_share_of_drifted_players_counts_players_not_stats(session, make_player):
+    players = [make_player() for _ in range(4)]
+    record(session, *(match_won(p) for p in players))
+    tamper(
+        session,
+        "UPDATE player_stats SET matches_won = 5, matches_played = 5 WHERE player_id = :p",
+        p=players[0].id,
+    )
+
+    report = report_of(session)
+
+    assert len(report.drifts) == 4, "two stats in two scopes"
+    assert report.drifted_players == [players[0].id]
+    assert report.drifted_share == pytest.approx(0.25)
+
+
+def test_stats_without_any_event_are_drift(session, make_player):
+    alice = make_player("alice")
+    insert_stats(session, alice, "all", matches_played=4, matches_won=4)
+
+    report = report_of(session)
+
+    assert report.drifts == [
+        StatDrift(alice.id, "all", "matches_played", expected=0, actual=4),
+        StatDrift(alice.id, "all", "matches_won", expected=0, actual=4),
+    ]
+    assert report.drifted_share == 1.0
+
+
+def test_events_without_stats_are_drift(session, make_player):
+    alice = make_player("alice")
+    record(session, match_won(alice))
+    tamper(session, "DELETE FROM player_stats WHERE player_id = :p AND scope = 'public'", p=alice.id)
+
+    report = report_of(session)
+
+    assert report.drifts == [
+        StatDrift(alice.id, "public", "matches_played", expected=1, actual=0),
+        StatDrift(alice.id, "public", "matches_won", expected=1, actual=0),
+    ]
+
+
+def test_private_tournament_events_are_expected_only_in_the_all_scope(
+    session, make_player, make_tournament
+):
+    alice = make_player("alice")
+    secret = make_tournament("Invitational", is_private=True)
+    record(session, checked_in(alice, secret))
+    assert report_of(session).drifts == []
+
+    insert_stats(session, alice, "public", tournaments_played=1)
+
+    assert report_of(session).drifts == [
+        StatDrift(alice.id, "public", "tournaments_played", expected=0, actual=1)
+    ]
+
+
+def test_one_player_can_be_checked_alone(session, make_player):
+    alice, bob = make_player("alice"), make_player("bob")
+    record(session, match_won(alice), match_won(bob))
+    tamper(session, "UPDATE player_stats SET matches_won = 9")
+
+    report = report_of(session, bob.id)
+
+    assert report.players_checked == 1
+    assert {d.player_id for d in report.drifts} == {bob.id}
+    assert report.drifted_share == 1.0
+
+
+def test_checking_an_unknown_player_is_not_found(session, make_player):
+    make_player("alice")
+    with pytest.raises(NotFound, match="player 4040 does not exist"):
+        find_drift(session, 4040)
+    session.rollback()
+
+
+def test_repair_brings_drift_to_zero(session, make_player):
+    alice, bob = make_player("alice"), make_player("bob")
+    record(session, match_won(alice), match_lost(alice), match_lost(bob))
+    tamper(session, "UPDATE player_stats SET matches_played = matches_played + 10, matches_won = 0")
+    tamper(session, "DELETE FROM player_stats WHERE player_id = :p AND scope = 'public'", p=bob.id)
+
+    report = report_of(session)
+    with unit_of_work(session):
+        repaired = repair_drift(session, report.corrections())
+
+    assert repaired == 4, "two players, both scopes"
+    assert report_of(session).drifts == []
+    assert stored(session, alice) == stored(session, alice, "public")
+    assert stored(session, alice)["matches_played"] == 2
+    assert stored(session, alice)["matches_won"] == 1
+    assert stored(session, bob, "public")["matches_lost"] == 1
+
+
+def test_repair_keeps_a_change_committed_after_the_snapshot(app, session, make_player):
+    alice = make_player("alice")
+    record(session, match_won(alice))
+    tamper(session, "UPDATE player_stats SET matches_won = 0 WHERE player_id = :p", p=alice.id)
+
+    report = find_drift(session)
+    # Another process records a win while the report is still in hand.
+    with Session(db.engine) as other:
+        record(other, match_won(alice))
+    session.rollback()
+    with unit_of_work(session):
+        repair_drift(session, report.corrections())
+
+    assert report_of(session).drifts == []
+    assert stored(session, alice)["matches_won"] == 2, "the win recorded after the snapshot counts"
+    assert stored(session, alice, "public")["matches_won"] == 2
+
+
+def test_events_recorded_during_reconciliation_never_look_like_drift(app, session, make_player, backend):
+    players = [make_player() for _ in range(6)]
+    player_ids = [p.id for p in players]
+    record(session, *(match_won(p) for p in players))
+    stop = threading.Event()
+    recorded = []
+    failures: list[BaseException] = []
+
+    def keep_recording() -> None:
+        try:
+            with app.app_context():
+                own = db.session()
+                for n in itertools.count():
+                    if stop.is_set():
+                        break
+                    # Several players and both scopes change in every transaction.
+                    facts = [
+                        match_won(player_ids[n % 6]),
+                        match_lost(player_ids[(n + 1) % 6]),
+                        match_won(player_ids[(n + 2) % 6], event_type="match_forfeit_won",
+                                  occurred_at=T0 + timedelta(minutes=n)),
+                    ]
+                    record(own, *facts)
+                    recorded.append(len(facts))
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    writer = threading.Thread(target=keep_recording)
+    writer.start()
+    reports, events_seen = [], []
+    try:
+        while len(reports) < 40 or len(set(events_seen)) < 5:
+            reports.append(find_drift(session))
+            # Still inside the snapshot the report was taken in.
+            events_seen.append(session.scalar(select(func.count()).select_from(ActivityEvent)))
+            session.rollback()
+            if len(reports) > 2000 or failures:
+                break
+    finally:
+        stop.set()
+        writer.join(timeout=60)
+
+    assert not failures, failures
+    assert len(set(events_seen)) >= 5, "events were recorded while reconciliations ran"
+    assert [r.drifts for r in reports if r.drifts] == []
+    assert all(r.players_checked == 6 for r in reports)
+
+
+def test_a_run_is_stored_with_its_counts_and_drift(session, make_player):
+    alice, bob, carol = make_player("alice"), make_player("bob"), make_player("carol")
+    record(session, match_won(alice), match_won(bob), match_lost(carol))
+    tamper(session, "UPDATE player_stats SET matches_won = 3 WHERE player_id = :p AND scope = 'all'", p=bob.id)
+
+    outcome = run_reconciliation(session)
+
+    run = session.get(ReconciliationRun, outcome.run_id)
+    assert run.status == "succeeded"
+    assert run.fix is False
+    assert run.started_at <= run.finished_at
+    assert (run.players_checked, run.players_drifted, run.players_fixed) == (3, 1, 0)
+    assert run.error is None
+    drift = session.scalars(select(ReconciliationDrift).where(ReconciliationDrift.run_id == run.id)).all()
+    assert [(d.player_id, d.scope, d.stat, d.expected, d.actual) for d in drift] == [
+        (bob.id, "all", "matches_won", 1, 3)
+    ]
+    assert stored(session, bob)["matches_won"] == 3, "a run without fix changes no stat"
+
+
+def test_a_fixing_run_repairs_and_stores_what_it_fixed(session, make_player):
+    players = [make_player() for _ in range(5)]
+    record(session, *(match_won(p) for p in players))
+    tamper(session, "UPDATE player_stats SET matches_won = 0 WHERE player_id <> :p", p=players[0].id)
+
+    outcome = run_reconciliation(session, fix=True, batch_size=2)
+
+    run = session.get(ReconciliationRun, outcome.run_id)
+    assert (run.status, run.fix, run.players_drifted, run.players_fixed) == ("succeeded", True, 4, 4)
+    assert session.scalar(
+        select(func.count()).select_from(ReconciliationDrift).where(ReconciliationDrift.run_id == run.id)
+    ) == 8
+    assert report_of(session).drifts == []
+    again = run_reconciliation(session, fix=True)
+    assert (again.report.drifts, again.players_fixed) == ([], 0)
+
+
+def test_a_run_for_one_player_stores_the_player(session, make_player):
+    alice, bob = make_player("alice"), make_player("bob")
+    record(session, match_won(alice), match_won(bob))
+    tamper(session, "UPDATE player_stats SET matches_won = 4")
+
+    outcome = run_reconciliation(session, fix=True, player_id=alice.id)
+
+    run = session.get(ReconciliationRun, outcome.run_id)
+    assert (run.player_id, run.players_checked, run.players_fixed) == (alice.id, 1, 1)
+    assert stored(session, alice)["matches_won"] == 1
+    assert stored(session, bob)["matches_won"] == 4, "other players are left alone"
+
+
+def _statements_to_find_drift(session, count_queries) -> int:
+    with count_queries() as counter:
+        find_drift(session)
+    session.rollback()
+    return counter["n"]
+
+
+def test_finding_drift_is_one_set_based_query_whatever_the_number_of_players(
+    session, make_player, count_queries
+):
+    few = [make_player() for _ in range(2)]
+    record(session, *(match_won(p) for p in few))
+    tamper(session, "UPDATE player_stats SET matches_won = 5")
+    with_few = _statements_to_find_drift(session, count_queries)
+
+    many = [make_player() for _ in range(40)]
+    record(session, *(match_won(p) for p in many), *(match_lost(p) for p in many))
+    tamper(session, "UPDATE player_stats SET matches_won = 5")
+    with_many = _statements_to_find_drift(session, count_queries)
+
+    assert len(report_of(session).drifted_players) == 42
+    assert with_many == with_few
+    assert with_few <= 3, "begin, count players, one drift query"

@@ -1,0 +1,138 @@
+"""The schema exists only through migrations, and they agree with the models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import sqlalchemy as sa
+from alembic import command as alembic_command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from flask import Flask
+from flask_migrate import upgrade
+
+from tests.conftest import T0, make_app
+from webapp.extensions import db
+from webapp.models import Base
+
+FIRST_REVISION = "3d4f492da9cc"
+
+
+@contextmanager
+def app_on_fresh_database(backend, fresh_database_url) -> Iterator[Flask]:
+    """An app on an empty database of its own, its connections closed afterwards."""
+    app = make_app(fresh_database_url(backend))
+    try:
+        yield app
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+def migrations_config(app: Flask) -> AlembicConfig:
+    """The Alembic configuration `flask db` uses (needs an app context)."""
+    migrate = app.extensions["migrate"]
+    return migrate.migrate.get_config(migrate.directory)
+
+
+def head_revision(app: Flask) -> str:
+    with app.app_context():
+        return ScriptDirectory.from_config(migrations_config(app)).get_current_head()
+
+
+def current_revision(app: Flask) -> str | None:
+    with app.app_context(), db.engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def table_names(app: Flask) -> set[str]:
+    with app.app_context():
+        return set(sa.inspect(db.engine).get_table_names())
+
+
+def add_player_with_an_event(app: Flask) -> None:
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO players (id, public_id, username, display_name, email, feed_visibility, "
+                "created_at) VALUES (1, 'DC-25-000001', 'alice', 'Alice', 'alice@example.test', "
+                "'private', :now)"
+            ),
+            {"now": T0},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO activity_events (player_id, event_type, occurred_at, recorded_at, "
+                "source_model, source_id, origin, is_private, metadata) VALUES "
+                "(1, 'tournament_registered', :now, :now, 'registration', 1, 'live', false, '{}')"
+            ),
+            {"now": T0},
+        )
+
+
+def event_count(app: Flask) -> int:
+    with app.app_context(), db.engine.connect() as conn:
+        return conn.scalar(sa.text("SELECT COUNT(*) FROM activity_events"))
+
+
+def test_migrations_build_exactly_the_models(backend, fresh_database_url):
+    with app_on_fresh_database(backend, fresh_database_url) as app:
+        with app.app_context():
+            upgrade()
+            # The settings `flask db migrate` compares with (compare_type and all).
+            options = dict(app.extensions["migrate"].configure_args)
+            with db.engine.connect() as conn:
+                context = MigrationContext.configure(
+                    conn, opts={**options, "target_metadata": Base.metadata}
+                )
+                differences = compare_metadata(context, Base.metadata)
+
+        assert differences == []
+        assert options.get("compare_type") is True
+        assert {t.name for t in Base.metadata.sorted_tables} <= table_names(app)
+
+
+def test_flask_db_upgrade_builds_the_schema_from_empty(backend, fresh_database_url):
+    with app_on_fresh_database(backend, fresh_database_url) as app:
+        assert table_names(app) == set()
+
+        result = app.test_cli_runner().invoke(args=["db", "upgrade"])
+
+        assert result.exit_code == 0, result.output
+        assert current_revision(app) == head_revision(app)
+        assert {"activity_events", "player_stats", "reconciliation_runs"} <= table_names(app)
+
+
+def test_the_first_revision_refuses_to_downgrade_and_keeps_the_events(backend, fresh_database_url):
+    with app_on_fresh_database(backend, fresh_database_url) as app:
+        with app.app_context():
+            upgrade(revision=FIRST_REVISION)
+        add_player_with_an_event(app)
+
+        with app.app_context(), pytest.raises(RuntimeError, match="refusing to downgrade.*activity_events"):
+            alembic_command.downgrade(migrations_config(app), "base")
+
+        assert current_revision(app) == FIRST_REVISION
+        assert "activity_events" in table_names(app)
+        assert event_count(app) == 1
+
+
+def test_downgrading_to_base_from_head_changes_nothing(backend, fresh_database_url):
+    with app_on_fresh_database(backend, fresh_database_url) as app:
+        with app.app_context():
+            upgrade()
+        add_player_with_an_event(app)
+        tables_before = table_names(app)
+
+        result = app.test_cli_runner().invoke(args=["db", "downgrade", "base"])
+
+        assert result.exit_code != 0
+
+        assert current_revision(app) == head_revision(app)
+        assert table_names(app) == tables_before
+        assert event_count(app) == 1
