@@ -348,3 +348,13 @@ def test_finding_drift_is_one_set_based_query_whatever_the_number_of_players(
     assert len(report_of(session).drifted_players) == 42
     assert with_many == with_few
     assert with_few <= 3, "begin, count players, one drift query"
+
+
+def test_a_run_for_an_unknown_player_is_refused_before_it_starts(session, make_player):
+    make_player("alice")
+
+    with pytest.raises(NotFound, match="player 4040 does not exist"):
+        run_reconciliation(session, fix=True, player_id=4040)
+
+    session.rollback()
+    assert session.scalar(select(func.count()).select_from(ReconciliationRun)) == 0

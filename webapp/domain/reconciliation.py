@@ -102,8 +102,7 @@ def find_drift(session: Session, player_id: int | None = None) -> DriftReport:
     """
     begin_snapshot(session)
     if player_id is not None:
-        if session.get(Player, player_id) is None:
-            raise NotFound(f"player {player_id} does not exist")
+        require_player(session, player_id)
         checked = 1
     else:
         checked = session.scalar(select(func.count()).select_from(Player)) or 0
@@ -115,6 +114,12 @@ def find_drift(session: Session, player_id: int | None = None) -> DriftReport:
                 actual = int(row[f"actual_{stat}"])
                 drifts.append(StatDrift(row["player_id"], row["scope"], stat, actual + difference, actual))
     return DriftReport(players_checked=checked, drifts=drifts)
+
+
+def require_player(session: Session, player_id: int) -> None:
+    """Raise ``NotFound`` unless the player exists."""
+    if session.get(Player, player_id) is None:
+        raise NotFound(f"player {player_id} does not exist")
 
 
 def repair_drift(session: Session, corrections: dict[StatKey, dict[str, int]]) -> int:

@@ -32,8 +32,12 @@ def run_reconciliation(
 ) -> ReconciliationOutcome:
     """Run one reconciliation; with ``fix``, repair the drift in transactional batches.
 
+    :raise NotFound: for an unknown ``player_id``; then no run is stored.
     :raise ReconciliationFailed: after the run was stored as failed.
     """
+    if player_id is not None:
+        # Bad input is refused before anything is written, not stored as a failed run.
+        reconciliation.require_player(session, player_id)
     with unit_of_work(session):
         run_id = reconciliation.start_run(session, fix=fix, player_id=player_id).id
     try:
