@@ -209,6 +209,20 @@ def test_repair_brings_drift_to_zero(session, make_player):
     assert stored(session, bob, "public")["matches_lost"] == 1
 
 
+def test_corrections_are_batched_by_whole_players(session, make_player):
+    players = [make_player() for _ in range(3)]
+    record(session, *(match_won(p) for p in players))
+    tamper(session, "UPDATE player_stats SET matches_won = 0")
+
+    batches = report_of(session).correction_batches(2)
+
+    assert [sorted(batch) for batch in batches] == [
+        [(players[0].id, "all"), (players[0].id, "public"), (players[1].id, "all"), (players[1].id, "public")],
+        [(players[2].id, "all"), (players[2].id, "public")],
+    ]
+    assert all(deltas == {"matches_won": 1} for batch in batches for deltas in batch.values())
+
+
 def test_repair_keeps_a_change_committed_after_the_snapshot(app, session, make_player):
     alice = make_player("alice")
     record(session, match_won(alice))

@@ -61,6 +61,18 @@ class DriftReport:
             deltas[(d.player_id, d.scope)][d.stat] = d.difference
         return dict(deltas)
 
+    def correction_batches(self, players_per_batch: int) -> list[dict[StatKey, dict[str, int]]]:
+        """Split the corrections into batches of whole players, every scope of a player together."""
+        by_player: dict[int, dict[StatKey, dict[str, int]]] = defaultdict(dict)
+        for key, deltas in self.corrections().items():
+            by_player[key[0]][key] = deltas
+        players = sorted(by_player)
+        return [
+            {key: deltas for player in players[start : start + players_per_batch]
+             for key, deltas in by_player[player].items()}
+            for start in range(0, len(players), players_per_batch)
+        ]
+
 
 def _drift_sql() -> str:
     columns = ", ".join(STAT_NAMES)

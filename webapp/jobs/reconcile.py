@@ -32,6 +32,8 @@ def run_reconciliation(
 ) -> ReconciliationOutcome:
     """Run one reconciliation; with ``fix``, repair the drift in transactional batches.
 
+    Each batch repairs ``batch_size`` players, all of a player's stats in one transaction.
+
     :raise NotFound: for an unknown ``player_id``; then no run is stored.
     :raise ReconciliationFailed: after the run was stored as failed.
     """
@@ -45,9 +47,7 @@ def run_reconciliation(
         session.rollback()  # end the read snapshot
         fixed_players: set[int] = set()
         if fix:
-            corrections = list(report.corrections().items())
-            for start in range(0, len(corrections), batch_size):
-                batch = dict(corrections[start : start + batch_size])
+            for batch in report.correction_batches(batch_size):
                 with unit_of_work(session):
                     reconciliation.repair_drift(session, batch)
                 fixed_players.update(player for player, _scope in batch)
