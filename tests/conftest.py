@@ -17,11 +17,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from flask.testing import FlaskClient
 from flask_migrate import upgrade
 
 from webapp import create_app
 from webapp.config import TestConfig
-from webapp.extensions import db
+from webapp.extensions import db, limiter
 from webapp.models import (
     Base,
     Match,
@@ -166,6 +167,73 @@ def session(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+class RequestPerContextClient(FlaskClient):
+    """Serve each request in an app context of its own, as a real server does.
+
+    The test itself holds an app context for its session; without this, requests
+    would share the test's ``g`` and session and see state no real request sees.
+    """
+
+    def open(self, *args, **kwargs):
+        with self.application.app_context():
+            return super().open(*args, **kwargs)
+
+
+@pytest.fixture
+def client(app):
+    """A browser-like client; CSRF is on, so forms must carry their token (see ``sign_in``)."""
+    limiter.reset()  # rate limits are per test
+    app.test_client_class = RequestPerContextClient
+    return app.test_client()
+
+
+STAFF_PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def make_staff(session):
+    """Create a staff account with the given roles (password STAFF_PASSWORD)."""
+    from webapp.domain.audit import SYSTEM
+    from webapp.domain.staff import create_staff
+    from webapp.transaction import unit_of_work
+
+    def make(*roles: str, email: str | None = None):
+        email = email or f"{'-'.join(roles) or 'nobody'}-{uuid.uuid4().hex[:6]}@staff.test"
+        with unit_of_work(session):
+            created = create_staff(session, SYSTEM, email, list(roles), STAFF_PASSWORD)
+        return created.staff
+
+    return make
+
+
+def csrf_token_from(html: str) -> str:
+    """Return the CSRF token embedded in a page."""
+    import re
+
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html) or re.search(
+        r'name="csrf-token" content="([^"]+)"', html
+    ) or re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "page carries no CSRF token"
+    return match.group(1)
+
+
+@pytest.fixture
+def sign_in(client, make_staff):
+    """Sign in through the real form as a new staff member with ``roles``; return them."""
+
+    def do(*roles: str):
+        staff = make_staff(*roles)
+        page = client.get("/auth/sign-in")
+        response = client.post(
+            "/auth/sign-in",
+            data={"email": staff.email, "password": STAFF_PASSWORD, "csrf_token": csrf_token_from(page.text)},
+        )
+        assert response.status_code == 302, response.text
+        return staff
+
+    return do
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ def create_app(config: BaseConfig | None = None, overrides: Mapping[str, Any] | 
     import webapp.database  # noqa: F401  (registers the SQLite pragmas and BEGIN handling)
     from webapp import models  # noqa: F401  (every table on the shared metadata)
     from webapp.cli import register_cli
-    from webapp.extensions import db, migrate
+    from webapp.extensions import csrf, db, limiter, migrate
+    from webapp.web import register_web
 
     config = config or config_from_env()
     app = Flask(
@@ -35,5 +36,8 @@ def create_app(config: BaseConfig | None = None, overrides: Mapping[str, Any] | 
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), compare_type=True)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    register_web(app)
     register_cli(app)
     return app

@@ -8,6 +8,7 @@ chooses.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,22 @@ class BaseConfig:
         self.DRIFT_ALERT_SHARE = float(os.environ.get("DRIFT_ALERT_SHARE", "0.01"))
         self.RECONCILE_FIX_BATCH_SIZE = int(os.environ.get("RECONCILE_FIX_BATCH_SIZE", "500"))
 
+        # Staff sessions: signed cookies that expire after this long without a request.
+        idle_minutes = int(os.environ.get("STAFF_IDLE_TIMEOUT_MINUTES", "30"))
+        self.PERMANENT_SESSION_LIFETIME = timedelta(minutes=idle_minutes)
+        self.SESSION_REFRESH_EACH_REQUEST = True
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.SESSION_COOKIE_SECURE = False
+        self.REMEMBER_COOKIE_HTTPONLY = True
+        self.REMEMBER_COOKIE_SAMESITE = "Lax"
+        self.WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
+
+        # Sign-in attempts per client address; memory storage unless a Redis URL is given.
+        self.RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
+        self.LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "10 per minute;50 per hour")
+        self.RATELIMIT_HEADERS_ENABLED = True
+
     def validate(self) -> None:
         """Refuse to start with settings that are unsafe for this environment."""
         if not self.SECRET_KEY:
@@ -76,9 +93,15 @@ class TestConfig(BaseConfig):
 
 
 class ProductionConfig(BaseConfig):
-    """A deployed instance, normally on PostgreSQL."""
+    """A deployed instance, normally on PostgreSQL, served over HTTPS."""
 
     ENV_NAME = "production"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.SESSION_COOKIE_SECURE = True
+        self.REMEMBER_COOKIE_SECURE = True
+        self.PREFERRED_URL_SCHEME = "https"
 
 
 CONFIGS = {

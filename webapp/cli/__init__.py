@@ -5,8 +5,12 @@ from flask import Flask
 
 def register_cli(app: Flask) -> None:
     """Attach every command group to ``app``."""
+    from webapp.cli.demo import demo_data_command
     from webapp.cli.reconcile import reconcile_command
+    from webapp.cli.staff import staff_group
     from webapp.cli.summary import summary_command
 
+    app.cli.add_command(demo_data_command)
     app.cli.add_command(reconcile_command)
     app.cli.add_command(summary_command)
+    app.cli.add_command(staff_group)

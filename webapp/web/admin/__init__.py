@@ -1,0 +1,29 @@
+"""The Flask-Admin shell: built per app, so every test app has its own views."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_admin import Admin
+from flask_admin.theme import Bootstrap4Theme
+
+from webapp.extensions import db
+
+
+def init_admin(app: Flask) -> Admin:
+    """Build the dashboard and every view on ``app``."""
+    from webapp.web.admin.home import HomeView
+    from webapp.web.admin.records import MODEL_VIEWS
+
+    admin = Admin(
+        app,
+        name="activity-ops",
+        url="/admin",
+        theme=Bootstrap4Theme(base_template="admin/master.html", fluid=True),
+        index_view=HomeView(name="Overview", url="/admin"),
+    )
+    for view_class, model, name, category in MODEL_VIEWS:
+        admin.add_view(
+            view_class(model, db, name=name, category=category,
+                       endpoint=f"records_{model.__tablename__}")
+        )
+    return admin
