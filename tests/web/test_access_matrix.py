@@ -1,0 +1,74 @@
+"""Every dashboard view x every role: allowed roles get the page, others 403, anonymous users sign in.
+
+The matrix is read from the views themselves (``allowed_roles``), so a new view
+is covered as soon as it exists, and a view that forgets to declare its roles
+fails here.
+"""
+
+from __future__ import annotations
+
+import pytest
+from flask import url_for
+
+from webapp.models.staff import ROLES
+from webapp.web.admin.base import RoleProtected
+
+ANONYMOUS = "anonymous"
+
+
+def dashboard_pages(app) -> list[tuple[str, tuple[str, ...]]]:
+    """(url, allowed roles) of every dashboard page and role-protected view without URL arguments."""
+    pages = []
+    with app.test_request_context():
+        for admin in app.extensions["admin"]:
+            for view in admin._views:
+                assert isinstance(view, RoleProtected), f"{view!r} does not declare its roles"
+                assert view.allowed_roles, f"{view!r} allows no role at all"
+                endpoint = f"{view.endpoint}.index_view" if f"{view.endpoint}.index_view" in app.view_functions \
+                    else f"{view.endpoint}.index"
+                pages.append((url_for(endpoint), tuple(view.allowed_roles)))
+        for rule in app.url_map.iter_rules():
+            view = app.view_functions[rule.endpoint]
+            roles = getattr(view, "allowed_roles", None)
+            if roles and not rule.arguments and "GET" in rule.methods:
+                pages.append((url_for(rule.endpoint), tuple(roles)))
+    return pages
+
+
+def test_every_view_declares_roles(app):
+    pages = dashboard_pages(app)
+    assert len(pages) >= 12
+    for url, roles in pages:
+        assert set(roles) <= set(ROLES), url
+
+
+@pytest.mark.parametrize("role", [*ROLES, ANONYMOUS])
+def test_each_role_reaches_exactly_the_views_it_is_allowed(app, client, sign_in, role):
+    if role != ANONYMOUS:
+        sign_in(role)
+    failures = []
+    for url, allowed in dashboard_pages(app):
+        response = client.get(url)
+        if role == ANONYMOUS:
+            expected = 302
+        else:
+            expected = 200 if role in allowed else 403
+        if response.status_code != expected:
+            failures.append(f"{url}: {response.status_code}, expected {expected}")
+        if expected == 302:
+            assert "/auth/sign-in" in response.headers["Location"]
+        if expected == 403:
+            assert 'data-testid="error"' in response.text
+    assert not failures, "\n".join(failures)
+
+
+def test_record_views_offer_no_create_edit_or_delete(app, client, sign_in):
+    sign_in("admin")
+    for url, _roles in dashboard_pages(app):
+        if "/records_" not in url:
+            continue
+        for action in ("new/", "edit/?id=1"):
+            response = client.get(url + action)
+            assert response.status_code in (302, 403, 404), f"{url}{action} -> {response.status_code}"
+        html = client.get(url).text
+        assert "Delete" not in html and "/delete/" not in html, url
