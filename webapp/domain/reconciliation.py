@@ -147,14 +147,11 @@ def start_run(session: Session, *, fix: bool, player_id: int | None = None) -> R
     return run
 
 
-def finish_run(session: Session, run_id: int, report: DriftReport, players_fixed: int) -> ReconciliationRun:
-    """Store what a run found and mark it succeeded."""
+def record_findings(session: Session, run_id: int, report: DriftReport) -> ReconciliationRun:
+    """Store what a run found: players checked and drifted, and every drifted stat."""
     run = _run(session, run_id)
-    run.finished_at = utcnow()
-    run.status = "succeeded"
     run.players_checked = report.players_checked
     run.players_drifted = len(report.drifted_players)
-    run.players_fixed = players_fixed
     session.add_all(
         ReconciliationDrift(
             run_id=run_id, player_id=d.player_id, scope=d.scope, stat=d.stat,
@@ -166,12 +163,26 @@ def finish_run(session: Session, run_id: int, report: DriftReport, players_fixed
     return run
 
 
-def fail_run(session: Session, run_id: int, error: str, finished_at: datetime | None = None) -> ReconciliationRun:
-    """Mark a run failed with its error."""
+def finish_run(session: Session, run_id: int, players_fixed: int) -> ReconciliationRun:
+    """Mark a run succeeded after repairing ``players_fixed`` players."""
+    run = _run(session, run_id)
+    run.finished_at = utcnow()
+    run.status = "succeeded"
+    run.players_fixed = players_fixed
+    session.flush()
+    return run
+
+
+def fail_run(
+    session: Session, run_id: int, error: str, finished_at: datetime | None = None, *,
+    players_fixed: int = 0,
+) -> ReconciliationRun:
+    """Mark a run failed with its error and the players it had repaired before failing."""
     run = _run(session, run_id)
     run.finished_at = finished_at or utcnow()
     run.status = "failed"
     run.error = error
+    run.players_fixed = players_fixed
     session.flush()
     return run
 

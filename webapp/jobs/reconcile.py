@@ -42,21 +42,27 @@ def run_reconciliation(
         reconciliation.require_player(session, player_id)
     with unit_of_work(session):
         run_id = reconciliation.start_run(session, fix=fix, player_id=player_id).id
+    # Batches repaired before a failure stay committed, so a failed run still counts them.
+    fixed_players: set[int] = set()
     try:
         report = reconciliation.find_drift(session, player_id)
         session.rollback()  # end the read snapshot
-        fixed_players: set[int] = set()
+        # Stored before repairing, so that what was found survives a failed repair.
+        with unit_of_work(session):
+            reconciliation.record_findings(session, run_id, report)
         if fix:
             for batch in report.correction_batches(batch_size):
                 with unit_of_work(session):
                     reconciliation.repair_drift(session, batch)
                 fixed_players.update(player for player, _scope in batch)
         with unit_of_work(session):
-            reconciliation.finish_run(session, run_id, report, len(fixed_players))
+            reconciliation.finish_run(session, run_id, len(fixed_players))
     except Exception as exc:
         session.rollback()
         error = "".join(traceback.format_exception_only(exc)).strip()
         with unit_of_work(session):
-            reconciliation.fail_run(session, run_id, f"{error}\n\n{traceback.format_exc()}")
+            reconciliation.fail_run(
+                session, run_id, f"{error}\n\n{traceback.format_exc()}", players_fixed=len(fixed_players)
+            )
         raise ReconciliationFailed(run_id, error) from exc
     return ReconciliationOutcome(run_id, report, len(fixed_players))
