@@ -45,19 +45,16 @@ def _begin_sqlite_transaction(connection: Connection) -> None:
 
 
 def begin_write(session: Session) -> None:
-    """Start the session's transaction as a writer.
+    """Start a new transaction on the session as a writer.
 
-    On SQLite a transaction that began as a reader cannot always become a
-    writer (another connection may have written since its snapshot), so an
-    open read-only transaction is ended first and a writing one begun. Writes
-    happen only inside units of work, so the transaction ended here has none.
+    An open transaction is a reader's (writes happen only inside units of
+    work), so it is ended first rather than written from. Its view may be older
+    than rows committed since: on PostgreSQL a drift check leaves a REPEATABLE
+    READ snapshot open, and writing from it fails with a serialization error as
+    soon as another writer recorded the same fact; on SQLite a reader cannot
+    always become a writer at all.
     """
-    if session.get_bind().dialect.name != "sqlite":
-        return
     if session.in_transaction():
-        connection = session.connection()
-        if connection.get_execution_options().get(WRITE_OPTION):
-            return
         session.rollback()
     session.connection(execution_options={WRITE_OPTION: True})
 
