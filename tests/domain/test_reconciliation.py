@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -241,12 +243,13 @@ def test_repair_keeps_a_change_committed_after_the_snapshot(app, session, make_p
     assert stored(session, alice, "public")["matches_won"] == 2
 
 
-def test_events_recorded_during_reconciliation_never_look_like_drift(app, session, make_player, backend):
-    players = [make_player() for _ in range(6)]
-    player_ids = [p.id for p in players]
-    record(session, *(match_won(p) for p in players))
+@contextmanager
+def recording_in_another_thread(app, player_ids: list[int]) -> Iterator[list[BaseException]]:
+    """Keep recording events for ``player_ids`` from a thread with its own session.
+
+    Yields the list the thread's failures land in; stops the thread on exit.
+    """
     stop = threading.Event()
-    recorded = []
     failures: list[BaseException] = []
 
     def keep_recording() -> None:
@@ -257,36 +260,70 @@ def test_events_recorded_during_reconciliation_never_look_like_drift(app, sessio
                     if stop.is_set():
                         break
                     # Several players and both scopes change in every transaction.
-                    facts = [
-                        match_won(player_ids[n % 6]),
-                        match_lost(player_ids[(n + 1) % 6]),
-                        match_won(player_ids[(n + 2) % 6], event_type="match_forfeit_won",
+                    record(
+                        own,
+                        match_won(player_ids[n % len(player_ids)]),
+                        match_lost(player_ids[(n + 1) % len(player_ids)]),
+                        match_won(player_ids[(n + 2) % len(player_ids)], event_type="match_forfeit_won",
                                   occurred_at=T0 + timedelta(minutes=n)),
-                    ]
-                    record(own, *facts)
-                    recorded.append(len(facts))
+                    )
         except BaseException as exc:  # reported by the main thread
             failures.append(exc)
 
     writer = threading.Thread(target=keep_recording)
     writer.start()
-    reports, events_seen = [], []
     try:
-        while len(reports) < 40 or len(set(events_seen)) < 5:
+        yield failures
+    finally:
+        stop.set()
+        writer.join(timeout=60)
+    assert not writer.is_alive()
+
+
+def test_events_recorded_during_reconciliation_never_look_like_drift(app, session, make_player):
+    players = [make_player() for _ in range(6)]
+    record(session, *(match_won(p) for p in players))
+    reports, events_seen = [], []
+
+    with recording_in_another_thread(app, [p.id for p in players]) as failures:
+        while (len(reports) < 40 or len(set(events_seen)) < 5) and len(reports) < 2000 and not failures:
             reports.append(find_drift(session))
             # Still inside the snapshot the report was taken in.
             events_seen.append(session.scalar(select(func.count()).select_from(ActivityEvent)))
             session.rollback()
-            if len(reports) > 2000 or failures:
-                break
-    finally:
-        stop.set()
-        writer.join(timeout=60)
 
     assert not failures, failures
     assert len(set(events_seen)) >= 5, "events were recorded while reconciliations ran"
     assert [r.drifts for r in reports if r.drifts] == []
     assert all(r.players_checked == 6 for r in reports)
+
+
+def test_repairs_during_recording_fix_only_the_real_drift_and_lose_no_event(app, session, make_player):
+    players = [make_player() for _ in range(4)]
+    record(session, *(match_won(p) for p in players))
+    broken = players[0].id
+    repairs = []
+
+    with recording_in_another_thread(app, [p.id for p in players]) as failures:
+        for _ in range(15):
+            with unit_of_work(session):
+                session.execute(
+                    text("UPDATE player_stats SET matches_lost = matches_lost + 5 WHERE player_id = :p"),
+                    {"p": broken},
+                )
+            repairs.append(run_reconciliation(session, fix=True, batch_size=1))
+            if failures:
+                break
+
+    assert not failures, failures
+    assert len(repairs) == 15
+    for outcome in repairs:
+        assert {(d.player_id, d.scope, d.stat, d.difference) for d in outcome.report.drifts} == {
+            (broken, "all", "matches_lost", -5),
+            (broken, "public", "matches_lost", -5),
+        }
+        assert outcome.players_fixed == 1
+    assert report_of(session).drifts == [], "no event recorded meanwhile was overwritten"
 
 
 def test_a_run_is_stored_with_its_counts_and_drift(session, make_player):
