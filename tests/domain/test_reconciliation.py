@@ -409,3 +409,21 @@ def test_a_run_for_an_unknown_player_is_refused_before_it_starts(session, make_p
 
     session.rollback()
     assert session.scalar(select(func.count()).select_from(ReconciliationRun)) == 0
+
+
+def test_a_fixing_run_needs_no_more_statements_for_more_drifted_players(
+    session, make_player, count_queries
+):
+    def statements_to_fix() -> int:
+        tamper(session, "UPDATE player_stats SET matches_won = matches_won + 3")
+        with count_queries() as counter:
+            outcome = run_reconciliation(session, fix=True, batch_size=1000)
+        assert outcome.report.drifts and report_of(session).drifts == []
+        return counter["n"]
+
+    record(session, *(match_won(make_player()) for _ in range(2)))
+    with_few = statements_to_fix()
+    record(session, *(match_won(make_player()) for _ in range(40)))
+    with_many = statements_to_fix()
+
+    assert with_many == with_few

@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from webapp.database import begin_snapshot
@@ -152,14 +152,18 @@ def record_findings(session: Session, run_id: int, report: DriftReport) -> Recon
     run = _run(session, run_id)
     run.players_checked = report.players_checked
     run.players_drifted = len(report.drifted_players)
-    session.add_all(
-        ReconciliationDrift(
-            run_id=run_id, player_id=d.player_id, scope=d.scope, stat=d.stat,
-            expected=d.expected, actual=d.actual,
-        )
-        for d in report.drifts
-    )
     session.flush()
+    if report.drifts:
+        # One executemany: ORM objects would each need their id back, which SQLite
+        # answers one INSERT per row.
+        session.execute(
+            insert(ReconciliationDrift),
+            [
+                {"run_id": run_id, "player_id": d.player_id, "scope": d.scope, "stat": d.stat,
+                 "expected": d.expected, "actual": d.actual}
+                for d in report.drifts
+            ],
+        )
     return run
 
 
