@@ -59,9 +59,9 @@ def add_player_with_an_event(app: Flask) -> None:
     with app.app_context(), db.engine.begin() as conn:
         conn.execute(
             sa.text(
-                "INSERT INTO players (id, public_id, username, display_name, email, feed_visibility, "
-                "created_at) VALUES (1, 'DC-25-000001', 'alice', 'Alice', 'alice@example.test', "
-                "'private', :now)"
+                "INSERT INTO players (id, public_id, username, display_name, email, "
+                "feed_visibility, created_at) VALUES (1, 'DC-25-000001', 'alice', 'Alice', "
+                "'alice@example.test', 'private', :now)"
             ),
             {"now": T0},
         )
@@ -114,7 +114,8 @@ def test_the_first_revision_refuses_to_downgrade_and_keeps_the_events(backend, f
             upgrade(revision=FIRST_REVISION)
         add_player_with_an_event(app)
 
-        with app.app_context(), pytest.raises(RuntimeError, match="refusing to downgrade.*activity_events"):
+        refused = pytest.raises(RuntimeError, match="refusing to downgrade.*activity_events")
+        with app.app_context(), refused:
             alembic_command.downgrade(migrations_config(app), "base")
 
         assert current_revision(app) == FIRST_REVISION

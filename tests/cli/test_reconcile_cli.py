@@ -53,7 +53,9 @@ def zero_wins(session, player_ids) -> None:
 def wins(session, player_id: int) -> int:
     session.expire_all()
     value = session.scalar(
-        select(PlayerStats.matches_won).where(PlayerStats.player_id == player_id, PlayerStats.scope == "all")
+        select(PlayerStats.matches_won).where(
+            PlayerStats.player_id == player_id, PlayerStats.scope == "all"
+        )
     )
     session.rollback()
     return value
@@ -92,7 +94,7 @@ def test_a_clean_database_reports_no_drift(runner, session, make_player):
 
 
 def test_drift_is_listed_per_player_and_stat_and_left_alone(runner, session, make_player):
-    alice, bob, carol, dave = players_with_a_win(session, make_player, 4)
+    _alice, bob, _carol, _dave = players_with_a_win(session, make_player, 4)
     zero_wins(session, [bob])
 
     result = runner.invoke(args=["reconcile"])
@@ -106,7 +108,9 @@ def test_drift_is_listed_per_player_and_stat_and_left_alone(runner, session, mak
     ]
     assert wins(session, bob) == 0, "reporting repairs nothing"
     (run,) = runs(session)
-    assert (run.status, run.fix, run.players_drifted, run.players_fixed) == ("succeeded", False, 1, 0)
+    assert (run.status, run.fix, run.players_drifted, run.players_fixed) == (
+        "succeeded", False, 1, 0
+    )
 
 
 def test_a_long_drift_list_is_cut_short(runner, session, make_player):
@@ -244,7 +248,8 @@ def freeze_stats_of(player_id: int, backend: str) -> None:
     """Make the database itself refuse any change to one player's stats."""
     if backend == "sqlite":
         execute(
-            f"CREATE TRIGGER stats_frozen BEFORE UPDATE ON player_stats WHEN NEW.player_id = {player_id} "
+            "CREATE TRIGGER stats_frozen BEFORE UPDATE ON player_stats "
+            f"WHEN NEW.player_id = {player_id} "
             "BEGIN SELECT RAISE(ABORT, 'stats are frozen'); END"
         )
     else:
@@ -274,6 +279,8 @@ def test_a_repair_that_fails_midway_keeps_the_batches_before_it_and_says_so(own_
     assert "stats are frozen" in run.error
     assert (run.players_checked, run.players_drifted, run.players_fixed) == (3, 3, 2)
     drift = session.scalar(
-        select(func.count()).select_from(ReconciliationDrift).where(ReconciliationDrift.run_id == run.id)
+        select(func.count())
+        .select_from(ReconciliationDrift)
+        .where(ReconciliationDrift.run_id == run.id)
     )
     assert drift == 6, "what the failed run found is kept"

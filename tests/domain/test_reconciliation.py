@@ -26,14 +26,14 @@ _source_ids = itertools.count(1)
 
 
 def match_won(player, **overrides) -> NewEvent:
-    fields = dict(
-        player_id=player if isinstance(player, int) else player.id,
-        event_type="match_won",
-        occurred_at=T0,
-        source_model="match",
-        source_id=next(_source_ids),
-        metadata={"round": "R1", "side": "a", "opponent_player_ids": [999]},
-    )
+    fields = {
+        "player_id": player if isinstance(player, int) else player.id,
+        "event_type": "match_won",
+        "occurred_at": T0,
+        "source_model": "match",
+        "source_id": next(_source_ids),
+        "metadata": {"round": "R1", "side": "a", "opponent_player_ids": [999]},
+    }
     fields.update(overrides)
     return NewEvent(**fields)
 
@@ -82,6 +82,14 @@ def stored(session, player, scope="all") -> dict[str, int]:
     return row.as_dict() if row else {}
 
 
+def drift_rows(session, run) -> int:
+    return session.scalar(
+        select(func.count())
+        .select_from(ReconciliationDrift)
+        .where(ReconciliationDrift.run_id == run.id)
+    )
+
+
 def report_of(session, player_id=None):
     report = find_drift(session, player_id)
     session.rollback()
@@ -102,8 +110,16 @@ def test_consistent_stats_show_no_drift(session, make_player):
 def test_drift_is_reported_per_player_and_stat_with_expected_and_stored(session, make_player):
     alice, bob = make_player("alice"), make_player("bob")
     record(session, match_won(alice), match_won(alice), match_lost(bob))
-    tamper(session, "UPDATE player_stats SET matches_won = 7 WHERE player_id = :p AND scope = 'all'", p=alice.id)
-    tamper(session, "UPDATE player_stats SET matches_lost = 0, matches_played = 3 WHERE player_id = :p", p=bob.id)
+    tamper(
+        session,
+        "UPDATE player_stats SET matches_won = 7 WHERE player_id = :p AND scope = 'all'",
+        p=alice.id,
+    )
+    tamper(
+        session,
+        "UPDATE player_stats SET matches_lost = 0, matches_played = 3 WHERE player_id = :p",
+        p=bob.id,
+    )
 
     report = report_of(session)
 
@@ -149,7 +165,9 @@ def test_stats_without_any_event_are_drift(session, make_player):
 def test_events_without_stats_are_drift(session, make_player):
     alice = make_player("alice")
     record(session, match_won(alice))
-    tamper(session, "DELETE FROM player_stats WHERE player_id = :p AND scope = 'public'", p=alice.id)
+    tamper(
+        session, "DELETE FROM player_stats WHERE player_id = :p AND scope = 'public'", p=alice.id
+    )
 
     report = report_of(session)
 
@@ -219,7 +237,12 @@ def test_corrections_are_batched_by_whole_players(session, make_player):
     batches = report_of(session).correction_batches(2)
 
     assert [sorted(batch) for batch in batches] == [
-        [(players[0].id, "all"), (players[0].id, "public"), (players[1].id, "all"), (players[1].id, "public")],
+        [
+            (players[0].id, "all"),
+            (players[0].id, "public"),
+            (players[1].id, "all"),
+            (players[1].id, "public"),
+        ],
         [(players[2].id, "all"), (players[2].id, "public")],
     ]
     assert all(deltas == {"matches_won": 1} for batch in batches for deltas in batch.values())
@@ -264,10 +287,13 @@ def recording_in_another_thread(app, player_ids: list[int]) -> Iterator[list[Bas
                         own,
                         match_won(player_ids[n % len(player_ids)]),
                         match_lost(player_ids[(n + 1) % len(player_ids)]),
-                        match_won(player_ids[(n + 2) % len(player_ids)], event_type="match_forfeit_won",
-                                  occurred_at=T0 + timedelta(minutes=n)),
+                        match_won(
+                            player_ids[(n + 2) % len(player_ids)],
+                            event_type="match_forfeit_won",
+                            occurred_at=T0 + timedelta(minutes=n),
+                        ),
                     )
-        except BaseException as exc:  # reported by the main thread
+        except BaseException as exc:  # noqa: BLE001 - the main thread reports it
             failures.append(exc)
 
     writer = threading.Thread(target=keep_recording)
@@ -286,7 +312,9 @@ def test_events_recorded_during_reconciliation_never_look_like_drift(app, sessio
     reports, events_seen = [], []
 
     with recording_in_another_thread(app, [p.id for p in players]) as failures:
-        while (len(reports) < 40 or len(set(events_seen)) < 5) and len(reports) < 2000 and not failures:
+        while (len(reports) < 40 or len(set(events_seen)) < 5) and len(reports) < 2000:
+            if failures:
+                break
             reports.append(find_drift(session))
             # Still inside the snapshot the report was taken in.
             events_seen.append(session.scalar(select(func.count()).select_from(ActivityEvent)))
@@ -298,7 +326,9 @@ def test_events_recorded_during_reconciliation_never_look_like_drift(app, sessio
     assert all(r.players_checked == 6 for r in reports)
 
 
-def test_repairs_during_recording_fix_only_the_real_drift_and_lose_no_event(app, session, make_player):
+def test_repairs_during_recording_fix_only_the_real_drift_and_lose_no_event(
+    app, session, make_player
+):
     players = [make_player() for _ in range(4)]
     record(session, *(match_won(p) for p in players))
     broken = players[0].id
@@ -308,7 +338,10 @@ def test_repairs_during_recording_fix_only_the_real_drift_and_lose_no_event(app,
         for _ in range(15):
             with unit_of_work(session):
                 session.execute(
-                    text("UPDATE player_stats SET matches_lost = matches_lost + 5 WHERE player_id = :p"),
+                    text(
+                        "UPDATE player_stats SET matches_lost = matches_lost + 5 "
+                        "WHERE player_id = :p"
+                    ),
                     {"p": broken},
                 )
             repairs.append(run_reconciliation(session, fix=True, batch_size=1))
@@ -329,7 +362,11 @@ def test_repairs_during_recording_fix_only_the_real_drift_and_lose_no_event(app,
 def test_a_run_is_stored_with_its_counts_and_drift(session, make_player):
     alice, bob, carol = make_player("alice"), make_player("bob"), make_player("carol")
     record(session, match_won(alice), match_won(bob), match_lost(carol))
-    tamper(session, "UPDATE player_stats SET matches_won = 3 WHERE player_id = :p AND scope = 'all'", p=bob.id)
+    tamper(
+        session,
+        "UPDATE player_stats SET matches_won = 3 WHERE player_id = :p AND scope = 'all'",
+        p=bob.id,
+    )
 
     outcome = run_reconciliation(session)
 
@@ -339,7 +376,9 @@ def test_a_run_is_stored_with_its_counts_and_drift(session, make_player):
     assert run.started_at <= run.finished_at
     assert (run.players_checked, run.players_drifted, run.players_fixed) == (3, 1, 0)
     assert run.error is None
-    drift = session.scalars(select(ReconciliationDrift).where(ReconciliationDrift.run_id == run.id)).all()
+    drift = session.scalars(
+        select(ReconciliationDrift).where(ReconciliationDrift.run_id == run.id)
+    ).all()
     assert [(d.player_id, d.scope, d.stat, d.expected, d.actual) for d in drift] == [
         (bob.id, "all", "matches_won", 1, 3)
     ]
@@ -349,15 +388,17 @@ def test_a_run_is_stored_with_its_counts_and_drift(session, make_player):
 def test_a_fixing_run_repairs_and_stores_what_it_fixed(session, make_player):
     players = [make_player() for _ in range(5)]
     record(session, *(match_won(p) for p in players))
-    tamper(session, "UPDATE player_stats SET matches_won = 0 WHERE player_id <> :p", p=players[0].id)
+    tamper(
+        session, "UPDATE player_stats SET matches_won = 0 WHERE player_id <> :p", p=players[0].id
+    )
 
     outcome = run_reconciliation(session, fix=True, batch_size=2)
 
     run = session.get(ReconciliationRun, outcome.run_id)
-    assert (run.status, run.fix, run.players_drifted, run.players_fixed) == ("succeeded", True, 4, 4)
-    assert session.scalar(
-        select(func.count()).select_from(ReconciliationDrift).where(ReconciliationDrift.run_id == run.id)
-    ) == 8
+    assert (run.status, run.fix, run.players_drifted, run.players_fixed) == (
+        "succeeded", True, 4, 4
+    )
+    assert drift_rows(session, run) == 8
     assert report_of(session).drifts == []
     again = run_reconciliation(session, fix=True)
     assert (again.report.drifts, again.players_fixed) == ([], 0)

@@ -68,8 +68,11 @@ class DriftReport:
             by_player[key[0]][key] = deltas
         players = sorted(by_player)
         return [
-            {key: deltas for player in players[start : start + players_per_batch]
-             for key, deltas in by_player[player].items()}
+            {
+                key: deltas
+                for player in players[start : start + players_per_batch]
+                for key, deltas in by_player[player].items()
+            }
             for start in range(0, len(players), players_per_batch)
         ]
 
@@ -124,7 +127,9 @@ def find_drift(session: Session, player_id: int | None = None) -> DriftReport:
             difference = int(row[f"drift_{stat}"])
             if difference:
                 actual = int(row[f"actual_{stat}"])
-                drifts.append(StatDrift(row["player_id"], row["scope"], stat, actual + difference, actual))
+                drifts.append(
+                    StatDrift(row["player_id"], row["scope"], stat, actual + difference, actual)
+                )
     return DriftReport(players_checked=checked, drifts=drifts)
 
 

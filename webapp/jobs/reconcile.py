@@ -62,7 +62,10 @@ def run_reconciliation(
         error = "".join(traceback.format_exception_only(exc)).strip()
         with unit_of_work(session):
             reconciliation.fail_run(
-                session, run_id, f"{error}\n\n{traceback.format_exc()}", players_fixed=len(fixed_players)
+                session,
+                run_id,
+                f"{error}\n\n{traceback.format_exc()}",
+                players_fixed=len(fixed_players),
             )
         raise ReconciliationFailed(run_id, error) from exc
     return ReconciliationOutcome(run_id, report, len(fixed_players))
