@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime
 
 import click
+from flask.cli import with_appcontext
 from tqdm import tqdm
 
 from webapp.domain.demo import (
@@ -56,6 +57,7 @@ class _Progress:
 
 
 @click.command("demo-data")
+@with_appcontext
 @click.option(
     "--seed",
     type=int,

@@ -363,11 +363,12 @@ class DatabaseNotEmpty(Conflict):
 
 
 def _refuse_non_empty(session: Session) -> None:
-    for label, model in (("players", Player), ("teams", Team), ("tournaments", Tournament)):
+    for noun, model in (("player", Player), ("team", Team), ("tournament", Tournament)):
         count = session.scalar(select(func.count()).select_from(model)) or 0
         if count:
             raise DatabaseNotEmpty(
-                f"the database already holds {count:,} {label}; demo data goes only into an "
+                f"the database already holds {count:,} {noun}{'s' if count > 1 else ''}; "
+                "demo data goes only into an "
                 "empty database, so nothing was written"
             )
 
