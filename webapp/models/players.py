@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, Computed, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.models.base import Base, BigId, CreatedAtMixin, UTCDateTime
@@ -26,10 +26,34 @@ class Player(CreatedAtMixin, Base):
     display_name: Mapped[str] = mapped_column(String(128))
     email: Mapped[str] = mapped_column(String(254), unique=True)
     feed_visibility: Mapped[str] = mapped_column(String(16), default="private")
+    # Lower-cased copies kept by the database for case-insensitive prefix search
+    # (webapp.domain.players). Plain indexed columns rather than indexes on
+    # lower(...), because SQLite cannot reflect expression indexes and so
+    # migrations could not be checked against the models there. Deferred: only
+    # search reads them.
+    search_username: Mapped[str] = mapped_column(
+        String(), Computed("lower(username)", persisted=True), deferred=True
+    )
+    search_display_name: Mapped[str] = mapped_column(
+        String(), Computed("lower(display_name)", persisted=True), deferred=True
+    )
+    search_public_id: Mapped[str] = mapped_column(
+        String(), Computed("lower(public_id)", persisted=True), deferred=True
+    )
+    search_email: Mapped[str] = mapped_column(
+        String(), Computed("lower(email)", persisted=True), deferred=True
+    )
 
     __table_args__ = (
         CheckConstraint(
             "feed_visibility IN ('private', 'public')", name="feed_visibility_known"
+        ),
+        # text_pattern_ops lets PostgreSQL use them for LIKE 'abc%' under any collation.
+        *(
+            Index(f"ix_players_{column}", column, postgresql_ops={column: "text_pattern_ops"})
+            for column in (
+                "search_username", "search_display_name", "search_public_id", "search_email"
+            )
         ),
     )
 
