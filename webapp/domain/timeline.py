@@ -1,0 +1,333 @@
+"""A player's event timeline: newest first, keyset-paginated, filtered.
+
+One page costs a constant number of statements whatever its size:
+
+1. the keyset query on ``ix_activity_events_player_timeline``
+   (player_id, occurred_at, id), ``LIMIT n + 1`` to learn whether more
+   follow; never OFFSET, never COUNT(*);
+2. ``load_names``: one statement for the names of every player, team and
+   tournament the page refers to;
+3. optionally ``reversal_links``: one statement for the reversals that undid
+   events on the page.
+
+``feed_page`` does all three and presents the events for a viewer through
+``webapp.domain.privacy``; the API and the dashboard both call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, String, cast, literal, null, select, tuple_, union_all
+from sqlalchemy.orm import Session
+
+from webapp.domain.cursors import decode_cursor, encode_cursor
+from webapp.domain.errors import Forbidden, Invalid
+from webapp.domain.privacy import (
+    EventLike,
+    FeedOwner,
+    Names,
+    PlayerName,
+    TournamentName,
+    Viewer,
+    can_view_feed,
+    present_event,
+)
+from webapp.domain.taxonomy import EVENT_TYPES
+from webapp.models.activity import ORIGINS, ActivityEvent
+from webapp.models.competitions import Tournament
+from webapp.models.players import Player, Team
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class TimelineFilters:
+    """Which events a timeline shows; every filter given must match.
+
+    ``occurred_from`` is inclusive and ``occurred_to`` exclusive, so adjacent
+    ranges never share an event. ``exclude_private`` leaves out events of
+    private tournaments.
+
+    :raise Invalid: on an unknown event type or origin, or a bad date range.
+    """
+
+    event_types: tuple[str, ...] = ()
+    occurred_from: datetime | None = None
+    occurred_to: datetime | None = None
+    origins: tuple[str, ...] = ()
+    tournament_id: int | None = None
+    exclude_private: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "event_types", _names(self.event_types, "event type"))
+        object.__setattr__(self, "origins", _names(self.origins, "origin"))
+        unknown = [t for t in self.event_types if t not in EVENT_TYPES]
+        if unknown:
+            known = ", ".join(sorted(EVENT_TYPES))
+            raise Invalid(f"unknown event type(s) {', '.join(unknown)}; known: {known}")
+        unknown = [o for o in self.origins if o not in ORIGINS]
+        if unknown:
+            raise Invalid(f"unknown origin(s) {', '.join(unknown)}; known: {', '.join(ORIGINS)}")
+        for name in ("occurred_from", "occurred_to"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+                raise Invalid(f"{name} must be a timezone-aware date and time")
+        if self.occurred_from and self.occurred_to and self.occurred_from >= self.occurred_to:
+            raise Invalid("occurred_from must be before occurred_to")
+        if self.tournament_id is not None and (
+            not isinstance(self.tournament_id, int) or isinstance(self.tournament_id, bool)
+        ):
+            raise Invalid("tournament_id must be an integer")
+
+
+def _names(values: str | Iterable[str] | None, what: str) -> tuple[str, ...]:
+    if values is None:
+        return ()
+    if isinstance(values, str):
+        values = (values,)
+    values = tuple(dict.fromkeys(values))
+    if not all(isinstance(v, str) for v in values):
+        raise Invalid(f"every {what} must be a string")
+    return values
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    """One event as a timeline reads it: the columns of ``ActivityEvent``."""
+
+    id: int
+    player_id: int
+    event_type: str
+    occurred_at: datetime
+    recorded_at: datetime
+    source_model: str
+    source_id: int
+    origin: str
+    origin_id: int | None
+    team_id: int | None
+    tournament_id: int | None
+    is_private: bool
+    details: Mapping[str, Any]
+    reverses_event_id: int | None
+
+
+@dataclass(frozen=True)
+class TimelinePage:
+    """Events newest first; ``next_cursor`` is None on the last page."""
+
+    events: list[TimelineEvent]
+    next_cursor: str | None
+
+
+_COLUMNS = (
+    ActivityEvent.id,
+    ActivityEvent.player_id,
+    ActivityEvent.event_type,
+    ActivityEvent.occurred_at,
+    ActivityEvent.recorded_at,
+    ActivityEvent.source_model,
+    ActivityEvent.source_id,
+    ActivityEvent.origin,
+    ActivityEvent.origin_id,
+    ActivityEvent.team_id,
+    ActivityEvent.tournament_id,
+    ActivityEvent.is_private,
+    ActivityEvent.details,
+    ActivityEvent.reverses_event_id,
+)
+
+_CURSOR_FIELDS = {"occurred_at": datetime, "id": int}
+
+
+def timeline_page(
+    session: Session,
+    player_id: int,
+    *,
+    filters: TimelineFilters | None = None,
+    cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> TimelinePage:
+    """Return one page of ``player_id``'s events, newest first, after ``cursor``.
+
+    :raise Invalid: on a cursor this module did not issue, or a limit outside 1..MAX_LIMIT.
+    """
+    limit = _checked_limit(limit)
+    filters = filters or TimelineFilters()
+    statement = select(*_COLUMNS).where(ActivityEvent.player_id == player_id)
+    if cursor is not None:
+        position = decode_cursor(cursor, _CURSOR_FIELDS)
+        # A row-value comparison: both databases turn it into one range on the index.
+        statement = statement.where(
+            tuple_(ActivityEvent.occurred_at, ActivityEvent.id)
+            < tuple_(
+                literal(position["occurred_at"], ActivityEvent.occurred_at.type),
+                literal(position["id"], ActivityEvent.id.type),
+            )
+        )
+    statement = _filtered(statement, filters)
+    statement = statement.order_by(ActivityEvent.occurred_at.desc(), ActivityEvent.id.desc())
+    rows = session.execute(statement.limit(limit + 1)).all()
+    events = [TimelineEvent(*row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = events[-1]
+        next_cursor = encode_cursor({"occurred_at": last.occurred_at.isoformat(), "id": last.id})
+    return TimelinePage(events, next_cursor)
+
+
+def _checked_limit(limit: int) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+        raise Invalid(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {limit!r}")
+    return limit
+
+
+def _filtered(statement, filters: TimelineFilters):
+    if filters.event_types:
+        statement = statement.where(ActivityEvent.event_type.in_(filters.event_types))
+    if filters.origins:
+        statement = statement.where(ActivityEvent.origin.in_(filters.origins))
+    if filters.occurred_from is not None:
+        statement = statement.where(ActivityEvent.occurred_at >= filters.occurred_from)
+    if filters.occurred_to is not None:
+        statement = statement.where(ActivityEvent.occurred_at < filters.occurred_to)
+    if filters.tournament_id is not None:
+        statement = statement.where(ActivityEvent.tournament_id == filters.tournament_id)
+    if filters.exclude_private:
+        statement = statement.where(ActivityEvent.is_private.is_(False))
+    return statement
+
+
+def referenced_ids(events: Iterable[EventLike]) -> tuple[set[int], set[int], set[int]]:
+    """Return the player, team and tournament ids that ``events`` refer to."""
+    players: set[int] = set()
+    teams: set[int] = set()
+    tournaments: set[int] = set()
+    for event in events:
+        details = event.details or {}
+        players.update(details.get("opponent_player_ids", ()))
+        for team_id in (event.team_id, details.get("opponent_team_id")):
+            if team_id is not None:
+                teams.add(team_id)
+        if event.tournament_id is not None:
+            tournaments.add(event.tournament_id)
+    return players, teams, tournaments
+
+
+def load_names(session: Session, events: Sequence[EventLike]) -> Names:
+    """Look up, in one statement, the names of everything ``events`` refer to."""
+    player_ids, team_ids, tournament_ids = referenced_ids(events)
+    no_text, no_flag = cast(null(), String()), cast(null(), Boolean)
+    parts = []
+    if player_ids:
+        parts.append(
+            _name_rows(
+                "player",
+                Player.id,
+                player_ids,
+                Player.public_id,
+                Player.username,
+                Player.display_name,
+                no_flag,
+            )
+        )
+    if team_ids:
+        parts.append(_name_rows("team", Team.id, team_ids, Team.name, no_text, no_text, no_flag))
+    if tournament_ids:
+        parts.append(
+            _name_rows(
+                "tournament",
+                Tournament.id,
+                tournament_ids,
+                Tournament.name,
+                no_text,
+                no_text,
+                Tournament.is_private,
+            )
+        )
+    if not parts:
+        return Names()
+    players: dict[int, PlayerName] = {}
+    teams: dict[int, str] = {}
+    tournaments: dict[int, TournamentName] = {}
+    statement = parts[0] if len(parts) == 1 else union_all(*parts)
+    for kind, id_, a, b, c, flag in session.execute(statement):
+        if kind == "player":
+            players[id_] = PlayerName(public_id=a, username=b, display_name=c)
+        elif kind == "team":
+            teams[id_] = a
+        else:
+            tournaments[id_] = TournamentName(name=a, is_private=bool(flag))
+    return Names(players=players, teams=teams, tournaments=tournaments)
+
+
+def _name_rows(kind: str, id_column, ids: set[int], a, b, c, flag):
+    # Same labels in every part, so the union's columns line up on both databases.
+    return select(
+        literal(kind, String()).label("kind"),
+        id_column.label("id"),
+        a.label("a"),
+        b.label("b"),
+        c.label("c"),
+        flag.label("flag"),
+    ).where(id_column.in_(sorted(ids)))
+
+
+def reversal_links(session: Session, events: Sequence[EventLike]) -> dict[int, int]:
+    """Return ``{event id: id of the reversal that undid it}`` for events on a page."""
+    ids = sorted({event.id for event in events if f"{event.event_type}_reversed" in EVENT_TYPES})
+    if not ids:
+        return {}
+    return dict(
+        session.execute(
+            select(ActivityEvent.reverses_event_id, ActivityEvent.id).where(
+                ActivityEvent.reverses_event_id.in_(ids)
+            )
+        ).all()
+    )
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    """A page of events as one viewer may see them (JSON-ready dicts)."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+    events: list[TimelineEvent] = field(repr=False, default_factory=list)
+    names: Names = field(repr=False, default_factory=Names)
+
+
+def feed_page(
+    session: Session,
+    player: FeedOwner,
+    viewer: Viewer,
+    *,
+    filters: TimelineFilters | None = None,
+    cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> FeedPage:
+    """Return one page of ``player``'s feed presented for ``viewer``.
+
+    A redacted viewer filtering by tournament matches only events of public
+    tournaments, so the filter cannot tie masked events to a private one.
+
+    :raise Forbidden: if ``viewer`` may not see this feed.
+    :raise Invalid: on bad filters, cursor or limit.
+    """
+    if not can_view_feed(player, viewer):
+        raise Forbidden("this player's feed is private")
+    filters = filters or TimelineFilters()
+    if filters.tournament_id is not None and not viewer.sees_everything_of(player.id):
+        filters = replace(filters, exclude_private=True)
+    page = timeline_page(session, player.id, filters=filters, cursor=cursor, limit=limit)
+    names = load_names(session, page.events)
+    reversed_by = reversal_links(session, page.events)
+    items = [
+        present_event(event, viewer, names, reversed_by=reversed_by.get(event.id))
+        for event in page.events
+    ]
+    return FeedPage(items, page.next_cursor, page.events, names)
