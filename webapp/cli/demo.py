@@ -50,6 +50,9 @@ class _Progress:
             # disable=None: the bar shows on a terminal and stays quiet in logs and tests.
             self.bar = tqdm(total=total, unit=" events", desc="recording events", disable=None)
         self.bar.update(done - self.bar.n)
+        if done == total:
+            self.bar.close()
+            click.echo(f"{total:,} events recorded ({time.perf_counter() - self.started:.1f} s)")
 
     def close(self) -> None:
         if self.bar is not None:

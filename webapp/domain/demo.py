@@ -309,7 +309,7 @@ def generate_demo_data(
     _refuse_non_empty(session)
     report = progress or (lambda _stage, _done, _total: None)
 
-    plan = plan_demo_history(seed=seed, scale=scale, as_of=as_of.astimezone(UTC))
+    plan = _plan_history(seed=seed, scale=scale, as_of=as_of.astimezone(UTC))
     with _short_insert_statements(session):
         ids = _write_records(session, plan, report)
         facts = _history_events(session, plan, ids)
@@ -368,13 +368,12 @@ def _refuse_non_empty(session: Session) -> None:
         if count:
             raise DatabaseNotEmpty(
                 f"the database already holds {count:,} {noun}{'s' if count > 1 else ''}; "
-                "demo data goes only into an "
-                "empty database, so nothing was written"
+                "demo data goes only into an empty database, so nothing was written"
             )
 
 
-def plan_demo_history(*, seed: int, scale: float, as_of: datetime) -> _Plan:
-    """Plan the whole history in memory; the same arguments always give the same plan."""
+def _plan_history(*, seed: int, scale: float, as_of: datetime) -> _Plan:
+    """Plan the whole history in memory: the same arguments always give the same plan."""
     rng = random.Random(seed)
     history_start = as_of - HISTORY
     players = _plan_players(rng, max(MIN_PLAYERS, round(PLAYERS * scale)), history_start, as_of)
@@ -630,6 +629,8 @@ def _plan_matches(
     results: list[_Result] = []
     for index in started:
         t = tournaments[index]
+        if len(shown[index]) < 2:
+            continue  # too few entrants (possible only at the smallest scales): nothing to play
         skill = {e: teams[e].skill if t.is_team_based else players[e].skill for e in shown[index]}
         swiss_rounds = max(2, int(rounds) + rng.choice((-1, 0, 0, 1)) + (rng.random() < rounds % 1))
         if t.phase == "running":
@@ -683,7 +684,7 @@ def _play_tournament(
     swiss_rounds: int,
     played_rounds: int | None,
 ) -> tuple[list[_Match], _Result | None]:
-    """A Swiss stage, then a single-elimination playoff of the best; stop at ``played_rounds``."""
+    """Play a Swiss stage, then a single-elimination playoff; stop at ``played_rounds``."""
     playoff = _playoff_size(len(entrants))
     total_rounds = swiss_rounds + len(PLAYOFF_ROUNDS[playoff])
     t.ends_at = _round_time(t, total_rounds - 1) + timedelta(hours=3)
