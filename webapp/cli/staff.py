@@ -52,3 +52,14 @@ def deactivate_staff_command(email: str) -> None:
         click.secho(f"error: {exc}", fg="red", err=True)
         raise SystemExit(1) from None
     click.secho(f"deactivated {staff.email}", fg="yellow")
+
+
+@staff_group.command("demo-accounts")
+def demo_accounts_command() -> None:
+    """Create (or reset) one demo account per role and print their credentials."""
+    session = db.session()
+    with unit_of_work(session):
+        accounts = staff_domain.ensure_demo_accounts(session, SYSTEM)
+    click.secho("Demo staff accounts (passwords are new on every run):", bold=True)
+    for email, role, password in accounts:
+        click.echo(f"  {role:<13} {email:<40} {password}")

@@ -87,3 +87,29 @@ def record_sign_in(session: Session, staff: StaffUser, ip_address: str | None) -
     staff.last_sign_in_at = utcnow()
     record_audit(session, Actor(staff.id, ip_address), "staff.sign_in", target_type="staff", target_id=staff.id)
     session.flush()
+
+
+DEMO_EMAIL_DOMAIN = "demo.activity-ops.test"
+
+
+def ensure_demo_accounts(session: Session, actor: Actor) -> list[tuple[str, str, str]]:
+    """Give every role a demo account with a freshly generated password.
+
+    Returns ``(email, role, password)`` for each; the passwords exist only in
+    this return value. Used by the demo run command, never by a deployment.
+    """
+    accounts = []
+    for role in ROLES:
+        email = f"{role.replace('_', '-')}@{DEMO_EMAIL_DOMAIN}"
+        password = secrets.token_urlsafe(12)
+        staff = session.scalars(select(StaffUser).where(StaffUser.email == email)).first()
+        if staff is None:
+            create_staff(session, actor, email, [role], password)
+        else:
+            staff.password_hash = _hasher.hash(password)
+            staff.roles = [role]
+            staff.active = True
+            record_audit(session, actor, "staff.reset_demo_password", target_type="staff", target_id=staff.id)
+        accounts.append((email, role, password))
+    session.flush()
+    return accounts
