@@ -40,11 +40,13 @@ def unit_of_work(session: Session) -> Iterator[Session]:
     """Run the enclosed writes as one transaction on ``session``."""
     if _HOOKS_KEY in session.info:
         raise RuntimeError("unit_of_work() does not nest")
-    begin_write(session)
     hooks: list[Callable[[], None]] = []
     session.info[_HOOKS_KEY] = hooks
     try:
         try:
+            # On SQLite the writer waits for the lock when it begins, and may
+            # time out there: that error is mapped like any other.
+            begin_write(session)
             yield session
             session.commit()
         except IntegrityError as exc:
