@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.orm import Session
 
 from tests.conftest import T0, make_app
@@ -44,7 +44,7 @@ from webapp.models import (
     Tournament,
     TournamentResult,
 )
-from webapp.transaction import unit_of_work
+from webapp.transaction import DatabaseUnavailable, unit_of_work
 
 pytestmark = pytest.mark.slow
 
@@ -346,4 +346,45 @@ def test_a_unit_of_work_after_a_drift_check_writes_on_fresh_data_not_on_the_chec
 
     assert [o.status.value for o in outcome.outcomes] == ["duplicate", "duplicate"]
     assert session.scalar(select(func.count()).select_from(ActivityEvent)) == 2
+    assert session.get(PlayerStats, (alice.id, "all")).matches_won == 1
+
+
+@pytest.fixture
+def impatient_session(app, backend):
+    """A session on the app's database that gives up after 100 ms waiting for a lock."""
+    engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+
+    @event.listens_for(engine, "connect")
+    def wait_briefly(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        if backend == "sqlite":
+            cursor.execute("PRAGMA busy_timeout=100")
+        else:
+            cursor.execute("SET lock_timeout = '100ms'")
+        cursor.close()
+
+    with Session(engine) as impatient:
+        yield impatient
+    engine.dispose()
+
+
+def test_a_writer_that_cannot_get_the_lock_gets_a_domain_error_and_can_try_again(
+    app, session, impatient_session, make_player, make_tournament, make_match
+):
+    alice, bob = make_player("alice"), make_player("bob")
+    match = make_match(make_tournament(), alice, bob, winner="a")
+    with unit_of_work(session):
+        session.add(PlayerStats(player_id=alice.id, scope="all"))
+    # Another writer holds the lock: the whole database on SQLite, alice's stats row on PostgreSQL.
+    with db.engine.connect() as holder:
+        holder.execute(update(PlayerStats).filter_by(player_id=alice.id).values(matches_won=0))
+        with pytest.raises(DatabaseUnavailable):
+            with unit_of_work(impatient_session):
+                record_match_result(impatient_session, match.id)
+        holder.rollback()
+
+    with unit_of_work(impatient_session):
+        outcome = record_match_result(impatient_session, match.id)
+    assert len(outcome.recorded) == 2
+    session.rollback()
     assert session.get(PlayerStats, (alice.id, "all")).matches_won == 1
