@@ -106,8 +106,14 @@ def worker_id(request) -> str:
 
 
 def make_app(database_url: str, **overrides) -> Flask:
-    """Build a test app on ``database_url``."""
-    return create_app(TestConfig(), overrides={"SQLALCHEMY_DATABASE_URI": database_url, **overrides})
+    """Build a test app on ``database_url``, with a job queue file of its own."""
+    import tempfile
+
+    queue_file = os.path.join(tempfile.gettempdir(), f"activity-ops-queue-{uuid.uuid4().hex[:12]}.sqlite3")
+    return create_app(
+        TestConfig(),
+        overrides={"SQLALCHEMY_DATABASE_URI": database_url, "QUEUE_URL": f"sqlite:///{queue_file}", **overrides},
+    )
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -16,6 +16,7 @@ def create_app(config: BaseConfig | None = None, overrides: Mapping[str, Any] | 
     from webapp import models  # noqa: F401  (every table on the shared metadata)
     from webapp.cli import register_cli
     from webapp.extensions import csrf, db, limiter, migrate
+    from webapp.jobs.queue import init_queue
     from webapp.web import register_web
 
     config = config or config_from_env()
@@ -38,6 +39,7 @@ def create_app(config: BaseConfig | None = None, overrides: Mapping[str, Any] | 
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), compare_type=True)
     csrf.init_app(app)
     limiter.init_app(app)
+    init_queue(app)
     register_web(app)
     register_cli(app)
     return app

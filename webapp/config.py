@@ -61,6 +61,15 @@ class BaseConfig:
         self.LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "10 per minute;50 per hour")
         self.RATELIMIT_HEADERS_ENABLED = True
 
+        # The job queue: a SQLite file by default, Redis when QUEUE_URL=redis://...
+        self.QUEUE_URL = os.environ.get("QUEUE_URL") or f"sqlite:///{INSTANCE_DIR / 'queue.sqlite3'}"
+        self.QUEUE_NAME = os.environ.get("QUEUE_NAME", "activity-ops")
+        # A running job whose worker sent no heartbeat for this long is failed (and resumable).
+        self.JOB_STALE_AFTER_SECONDS = int(os.environ.get("JOB_STALE_AFTER_SECONDS", "300"))
+        # Nightly reconciliation, HH:MM in UTC; it repairs what it finds unless told not to.
+        self.RECONCILE_AT = os.environ.get("RECONCILE_AT", "03:00")
+        self.RECONCILE_NIGHTLY_FIX = os.environ.get("RECONCILE_NIGHTLY_FIX", "true").lower() == "true"
+
     def validate(self) -> None:
         """Refuse to start with settings that are unsafe for this environment."""
         if not self.SECRET_KEY:

@@ -6,7 +6,9 @@ from flask import Flask
 def register_cli(app: Flask) -> None:
     """Attach every command group to ``app``."""
     from webapp.cli.demo import demo_data_command
+    from webapp.cli.jobs import jobs_group
     from webapp.cli.reconcile import reconcile_command
+    from webapp.cli.serve import serve_command
     from webapp.cli.staff import staff_group
     from webapp.cli.summary import summary_command
 
@@ -14,3 +16,5 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(reconcile_command)
     app.cli.add_command(summary_command)
     app.cli.add_command(staff_group)
+    app.cli.add_command(jobs_group)
+    app.cli.add_command(serve_command)

@@ -69,3 +69,27 @@ def run_reconciliation(
             )
         raise ReconciliationFailed(run_id, error) from exc
     return ReconciliationOutcome(run_id, report, len(fixed_players))
+
+
+def reconcile_procedure(session: Session, context) -> dict:
+    """The job-queue form of a reconciliation run: from the dashboard or the nightly schedule."""
+    params = context.params
+    try:
+        outcome = run_reconciliation(
+            session,
+            fix=bool(params.get("fix")),
+            player_id=params.get("player_id"),
+            batch_size=int(params.get("batch_size", 500)),
+        )
+    except ReconciliationFailed as exc:
+        raise RuntimeError(f"reconciliation run {exc.run_id} failed: {exc}") from exc
+    report = outcome.report
+    with unit_of_work(session):
+        context.progress(report.players_checked, total=report.players_checked)
+    return {
+        "reconciliation_run_id": outcome.run_id,
+        "players_checked": report.players_checked,
+        "players_drifted": len(report.drifted_players),
+        "drifted_share": report.drifted_share,
+        "players_fixed": outcome.players_fixed,
+    }

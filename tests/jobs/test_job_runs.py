@@ -1,0 +1,112 @@
+"""Job runs through the real queue: a consumer picks them up, progress and outcomes are stored."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+
+from tests.domain.test_recording import won
+from webapp.domain import jobs
+from webapp.domain.audit import SYSTEM
+from webapp.domain.errors import Conflict
+from webapp.domain.recording import record_event
+from webapp.jobs.queue import enqueue_run, start_in_process_consumer
+from webapp.jobs.runner import execute_run
+from webapp.models.base import utcnow
+from webapp.models.jobs import JobRun
+from webapp.transaction import unit_of_work
+
+
+@pytest.fixture
+def consumer(app):
+    running = start_in_process_consumer(app, workers=2)
+    yield running
+    running.stop(graceful=True)
+
+
+def queue(session, kind="reconcile", **params) -> int:
+    with unit_of_work(session):
+        return jobs.queue_run(session, SYSTEM, kind, params).id
+
+
+def wait_until_finished(session, run_id, timeout=30.0) -> JobRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        session.rollback()
+        run = session.get(JobRun, run_id)
+        if run.is_finished:
+            return run
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not finish within {timeout}s")
+
+
+def test_a_queued_reconciliation_is_run_by_the_consumer_and_repairs_drift(app, session, make_player, consumer):
+    alice = make_player("alice")
+    with unit_of_work(session):
+        record_event(session, won(alice))
+    session.execute(text("UPDATE player_stats SET matches_won = 7"))
+    session.commit()
+    run_id = queue(session, fix=True)
+    enqueue_run(app, run_id)
+    run = wait_until_finished(session, run_id)
+    assert run.status == "succeeded", run.error
+    assert run.result["players_drifted"] == 1
+    assert run.result["players_fixed"] == 1
+    assert run.started_at is not None and run.finished_at >= run.started_at
+    session.rollback()
+    assert session.execute(text("SELECT matches_won FROM player_stats WHERE scope = 'all'")).scalar() == 1
+
+
+def test_a_failing_job_is_stored_failed_with_its_error_and_traceback(session):
+    run_id = queue(session, player_id="not-a-number")
+    run = execute_run(session, run_id)
+    assert run.status == "failed"
+    assert "Traceback" in run.error
+    assert run.finished_at is not None
+
+
+def test_a_queued_run_cancelled_before_it_starts_never_runs(session):
+    run_id = queue(session)
+    with unit_of_work(session):
+        jobs.request_cancel(session, SYSTEM, run_id)
+    with pytest.raises(Conflict, match="cancelled, not queued"):
+        execute_run(session, run_id)
+    session.rollback()
+    assert session.get(JobRun, run_id).status == "cancelled"
+
+
+def test_a_run_whose_worker_went_silent_is_failed_as_stale_and_can_be_resumed(session):
+    run_id = queue(session)
+    with unit_of_work(session):
+        jobs.start_run(session, run_id, "gone-host:1")
+    later = utcnow() + timedelta(minutes=10)
+    with unit_of_work(session):
+        stale = jobs.fail_stale_runs(session, timedelta(minutes=5), now=later)
+    assert [run.id for run in stale] == [run_id]
+    session.rollback()
+    assert "no heartbeat" in session.get(JobRun, run_id).error
+    with unit_of_work(session):
+        jobs.resume_run(session, SYSTEM, run_id)
+    assert execute_run(session, run_id).status == "succeeded"
+
+
+def test_only_failed_or_cancelled_runs_can_be_resumed(session):
+    run_id = queue(session)
+    with pytest.raises(Conflict):
+        with unit_of_work(session):
+            jobs.resume_run(session, SYSTEM, run_id)
+
+
+def test_progress_reports_share_rate_and_time_left(session):
+    run_id = queue(session)
+    with unit_of_work(session):
+        run = jobs.start_run(session, run_id, "here:1")
+        run.started_at = utcnow() - timedelta(seconds=10)
+        jobs.record_progress(session, run_id, done=250, total=1000)
+    progress = jobs.progress_of(session.get(JobRun, run_id))
+    assert progress.percent == pytest.approx(25.0)
+    assert progress.rate_per_second == pytest.approx(25.0, rel=0.2)
+    assert progress.seconds_left == pytest.approx(30.0, rel=0.2)

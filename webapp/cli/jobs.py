@@ -1,0 +1,106 @@
+"""``flask jobs``: list, watch, cancel and resume job runs; run a worker."""
+
+from __future__ import annotations
+
+import time
+
+import click
+from flask import current_app
+from tqdm import tqdm
+
+from webapp.domain import jobs
+from webapp.domain.audit import SYSTEM
+from webapp.domain.errors import DomainError
+from webapp.extensions import db
+from webapp.jobs.queue import enqueue_run, start_in_process_consumer
+from webapp.jobs.runner import execute_run
+from webapp.transaction import after_commit, unit_of_work
+
+
+@click.group("jobs")
+def jobs_group() -> None:
+    """Job runs: backfills, reconciliations, archival, imports."""
+
+
+@jobs_group.command("list")
+@click.option("--kind", type=click.Choice(jobs.JOB_KINDS))
+@click.option("--limit", default=20, show_default=True)
+def list_command(kind: str | None, limit: int) -> None:
+    """List recent runs, newest first."""
+    for run in jobs.recent_runs(db.session(), kind, limit):
+        progress = jobs.progress_of(run)
+        share = f"{progress.percent:5.1f}%" if progress.percent is not None else "     -"
+        click.echo(f"{run.id:>6} {run.kind:<18} {run.status:<10} {share} {run.progress_done:>10,} "
+                   f"{run.created_at:%Y-%m-%d %H:%M}")
+
+
+@jobs_group.command("cancel")
+@click.argument("run_id", type=int)
+def cancel_command(run_id: int) -> None:
+    """Ask a run to stop at its next batch boundary."""
+    session = db.session()
+    try:
+        with unit_of_work(session):
+            run = jobs.request_cancel(session, SYSTEM, run_id)
+    except DomainError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        raise SystemExit(1) from None
+    click.echo(f"run {run.id}: cancel requested ({run.status})")
+
+
+@jobs_group.command("resume")
+@click.argument("run_id", type=int)
+@click.option("--queue", "via_queue", is_flag=True, help="Hand it to the workers instead of running it here.")
+def resume_command(run_id: int, via_queue: bool) -> None:
+    """Resume a failed or cancelled run from its checkpoint."""
+    session = db.session()
+    app = current_app._get_current_object()
+    try:
+        with unit_of_work(session):
+            run = jobs.resume_run(session, SYSTEM, run_id)
+            if via_queue:
+                after_commit(session, lambda: enqueue_run(app, run_id))
+    except DomainError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        raise SystemExit(1) from None
+    if via_queue:
+        click.echo(f"run {run_id} queued")
+        return
+    run_in_foreground(run_id)
+
+
+def run_in_foreground(run_id: int) -> None:
+    """Run a queued run in this process with a progress bar; exit non-zero unless it succeeds."""
+    session = db.session()
+    with tqdm(unit="item", dynamic_ncols=True, desc=f"run {run_id}") as bar:
+        def show(done: int, total: int | None) -> None:
+            if total is not None and bar.total != total:
+                bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        run = execute_run(session, run_id, listeners=[show])
+    colour = {"succeeded": "green", "cancelled": "yellow"}.get(run.status, "red")
+    click.secho(f"run {run.id} {run.status}", fg=colour)
+    if run.result:
+        for key, value in run.result.items():
+            click.echo(f"  {key}: {value}")
+    if run.status == "failed":
+        click.secho(run.error or "", fg="red", err=True)
+    if run.status != "succeeded":
+        raise SystemExit(1)
+
+
+@jobs_group.command("worker")
+@click.option("--workers", default=2, show_default=True)
+def worker_command(workers: int) -> None:
+    """Run a queue consumer in this process until interrupted."""
+    consumer = start_in_process_consumer(current_app._get_current_object(), workers)
+    click.echo(f"consumer running with {workers} worker threads; Ctrl-C to stop")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.stop(graceful=True)

@@ -1,0 +1,210 @@
+"""Job runs: the stored lifecycle of every long job, whoever runs it.
+
+queued -> running -> succeeded | failed | cancelled; a failed or cancelled run
+can be resumed (queued again, keeping its checkpoint). A running run whose
+worker stopped sending heartbeats is failed by ``fail_stale_runs`` so that it
+can be resumed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from webapp.domain.audit import Actor, record_audit
+from webapp.domain.errors import Conflict, NotFound
+from webapp.models.base import utcnow
+from webapp.models.jobs import FINISHED_STATUSES, JobRun
+
+JOB_KINDS = ("backfill", "backfill_rollback", "reconcile", "archive", "archive_restore", "import_atp",
+             "gdpr_export")
+
+
+def queue_run(session: Session, actor: Actor, kind: str, params: dict[str, Any] | None = None,
+              total: int | None = None) -> JobRun:
+    """Store a new run, queued; the caller enqueues it after the commit."""
+    if kind not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {kind!r}")
+    run = JobRun(kind=kind, params=params or {}, requested_by_id=actor.staff_id, status="queued",
+                 progress_total=total, created_at=utcnow())
+    session.add(run)
+    session.flush()
+    record_audit(session, actor, f"job.{kind}.queue", target_type="job", target_id=run.id, params=run.params)
+    return run
+
+
+def get_run(session: Session, run_id: int) -> JobRun:
+    run = session.get(JobRun, run_id)
+    if run is None:
+        raise NotFound(f"job run {run_id} does not exist")
+    return run
+
+
+def start_run(session: Session, run_id: int, worker: str) -> JobRun:
+    """Mark a queued run as running on ``worker``.
+
+    :raise Conflict: if the run is not queued (already running elsewhere, finished or cancelled).
+    """
+    run = get_run(session, run_id)
+    if run.status != "queued":
+        raise Conflict(f"job run {run_id} is {run.status}, not queued")
+    now = utcnow()
+    run.status = "running"
+    run.started_at = run.started_at or now
+    run.heartbeat_at = now
+    run.worker = worker
+    run.error = None
+    session.flush()
+    return run
+
+
+def record_progress(session: Session, run_id: int, *, done: int, total: int | None = None,
+                    checkpoint: dict[str, Any] | None = None) -> JobRun:
+    """Store progress and the checkpoint to resume from; counts as a heartbeat."""
+    run = get_run(session, run_id)
+    run.progress_done = done
+    if total is not None:
+        run.progress_total = total
+    if checkpoint is not None:
+        run.checkpoint = checkpoint
+    run.heartbeat_at = utcnow()
+    session.flush()
+    return run
+
+
+def finish_run(session: Session, run_id: int, result: dict[str, Any] | None) -> JobRun:
+    run = get_run(session, run_id)
+    run.status = "succeeded"
+    run.result = result
+    run.finished_at = utcnow()
+    if run.progress_total is not None:
+        run.progress_done = max(run.progress_done, run.progress_total)
+    session.flush()
+    return run
+
+
+def fail_run(session: Session, run_id: int, error: str, result: dict[str, Any] | None = None) -> JobRun:
+    run = get_run(session, run_id)
+    run.status = "failed"
+    run.error = error
+    if result is not None:
+        run.result = result
+    run.finished_at = utcnow()
+    session.flush()
+    return run
+
+
+def cancel_run(session: Session, run_id: int) -> JobRun:
+    """Mark a run cancelled (a worker calls this at a batch boundary)."""
+    run = get_run(session, run_id)
+    run.status = "cancelled"
+    run.finished_at = utcnow()
+    session.flush()
+    return run
+
+
+def request_cancel(session: Session, actor: Actor, run_id: int) -> JobRun:
+    """Ask a run to stop at its next batch boundary; a queued run is cancelled at once."""
+    run = get_run(session, run_id)
+    if run.is_finished:
+        raise Conflict(f"job run {run_id} has already {run.status}")
+    run.cancel_requested = True
+    if run.status == "queued":
+        run.status = "cancelled"
+        run.finished_at = utcnow()
+    record_audit(session, actor, f"job.{run.kind}.cancel", target_type="job", target_id=run.id)
+    session.flush()
+    return run
+
+
+def resume_run(session: Session, actor: Actor, run_id: int) -> JobRun:
+    """Queue a failed or cancelled run again; it continues from its checkpoint."""
+    run = get_run(session, run_id)
+    if run.status not in ("failed", "cancelled"):
+        raise Conflict(f"job run {run_id} is {run.status}; only failed or cancelled runs can be resumed")
+    run.status = "queued"
+    run.cancel_requested = False
+    run.finished_at = None
+    run.worker = None
+    record_audit(session, actor, f"job.{run.kind}.resume", target_type="job", target_id=run.id,
+                 checkpoint=run.checkpoint)
+    session.flush()
+    return run
+
+
+def fail_stale_runs(session: Session, stale_after: timedelta, now: datetime | None = None) -> list[JobRun]:
+    """Fail running runs whose worker has not sent a heartbeat for ``stale_after``."""
+    now = now or utcnow()
+    stale = session.scalars(
+        select(JobRun).where(JobRun.status == "running", JobRun.heartbeat_at < now - stale_after)
+    ).all()
+    for run in stale:
+        run.status = "failed"
+        run.finished_at = now
+        run.error = (
+            f"worker {run.worker or '?'} stopped: no heartbeat since "
+            f"{run.heartbeat_at.isoformat() if run.heartbeat_at else 'start'}; resume to continue "
+            "from the last checkpoint"
+        )
+    session.flush()
+    return list(stale)
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """Progress as people read it: share done, rate and time left."""
+
+    done: int
+    total: int | None
+    percent: float | None
+    rate_per_second: float | None
+    seconds_left: float | None
+
+
+def progress_of(run: JobRun, now: datetime | None = None) -> RunProgress:
+    """Compute share done, rate and estimated time left from a run's stored progress."""
+    now = now or utcnow()
+    percent = None
+    if run.progress_total:
+        percent = min(100.0, 100.0 * run.progress_done / run.progress_total)
+    elif run.status == "succeeded":
+        percent = 100.0
+    rate = None
+    end = run.finished_at or now
+    if run.started_at and run.progress_done:
+        elapsed = (end - run.started_at).total_seconds()
+        rate = run.progress_done / elapsed if elapsed > 0 else None
+    seconds_left = None
+    if rate and run.progress_total and run.status == "running":
+        seconds_left = max(0.0, (run.progress_total - run.progress_done) / rate)
+    return RunProgress(run.progress_done, run.progress_total, percent, rate, seconds_left)
+
+
+def recent_runs(session: Session, kind: str | None = None, limit: int = 50) -> list[JobRun]:
+    statement = select(JobRun).order_by(JobRun.id.desc()).limit(limit)
+    if kind:
+        statement = statement.where(JobRun.kind == kind)
+    return list(session.scalars(statement))
+
+
+__all__ = [
+    "FINISHED_STATUSES",
+    "JOB_KINDS",
+    "RunProgress",
+    "cancel_run",
+    "fail_run",
+    "fail_stale_runs",
+    "finish_run",
+    "get_run",
+    "progress_of",
+    "queue_run",
+    "recent_runs",
+    "record_progress",
+    "request_cancel",
+    "resume_run",
+    "start_run",
+]

@@ -1,0 +1,101 @@
+"""Running a stored job run: start it, call its procedure, record how it ended.
+
+Procedures do their work in batches, each batch one unit of work that also
+records progress and the checkpoint (``JobContext.progress``), so progress on
+record always matches committed work. Between batches they call
+``JobContext.raise_if_cancelled`` and stop there when staff cancelled the run.
+Whatever a procedure raises, the run ends failed with the error and its
+traceback, and everything already committed stays consistent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from webapp.domain import jobs
+from webapp.models.jobs import JobRun
+from webapp.transaction import unit_of_work
+
+log = logging.getLogger(__name__)
+
+Procedure = Callable[[Session, "JobContext"], dict[str, Any] | None]
+ProgressListener = Callable[[int, int | None], None]
+
+
+class JobCancelled(Exception):
+    """Staff cancelled the run; it stops at a batch boundary."""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class JobContext:
+    """What a procedure gets besides its session: its run, parameters and checkpoint."""
+
+    session: Session
+    run_id: int
+    params: dict[str, Any]
+    checkpoint: dict[str, Any] | None
+    listeners: list[ProgressListener] = field(default_factory=list)
+
+    def progress(self, done: int, *, total: int | None = None, checkpoint: dict[str, Any] | None = None) -> None:
+        """Record progress inside the procedure's current unit of work (flush only)."""
+        jobs.record_progress(self.session, self.run_id, done=done, total=total, checkpoint=checkpoint)
+        if checkpoint is not None:
+            self.checkpoint = checkpoint
+        for listener in self.listeners:
+            listener(done, total)
+
+    def raise_if_cancelled(self) -> None:
+        """Stop here if staff asked the run to cancel (call between batches)."""
+        self.session.rollback()  # read the flag as committed now, not as first seen
+        if jobs.get_run(self.session, self.run_id).cancel_requested:
+            raise JobCancelled()
+
+
+def procedures() -> dict[str, Procedure]:
+    """The procedure of each job kind."""
+    from webapp.jobs.reconcile import reconcile_procedure
+
+    return {
+        "reconcile": reconcile_procedure,
+    }
+
+
+def execute_run(session: Session, run_id: int, *, worker: str | None = None,
+                listeners: list[ProgressListener] | None = None) -> JobRun:
+    """Run a queued job run to its end and return it (succeeded, failed or cancelled)."""
+    with unit_of_work(session):
+        run = jobs.start_run(session, run_id, worker or worker_name())
+        kind, params, checkpoint = run.kind, dict(run.params or {}), run.checkpoint
+    procedure = procedures().get(kind)
+    context = JobContext(session, run_id, params, checkpoint, list(listeners or []))
+    try:
+        if procedure is None:
+            raise RuntimeError(f"no procedure for job kind {kind!r}")
+        result = procedure(session, context)
+    except JobCancelled:
+        session.rollback()
+        with unit_of_work(session):
+            jobs.cancel_run(session, run_id)
+    except Exception as exc:
+        session.rollback()
+        log.exception("job run %s (%s) failed", run_id, kind)
+        message = "".join(traceback.format_exception_only(exc)).strip()
+        with unit_of_work(session):
+            jobs.fail_run(session, run_id, f"{message}\n\n{traceback.format_exc()}")
+    else:
+        with unit_of_work(session):
+            jobs.finish_run(session, run_id, result)
+    session.rollback()
+    return jobs.get_run(session, run_id)
