@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.orm import Session
 
 from tests.conftest import T0, make_app
+from webapp.domain.errors import Conflict
 from webapp.domain.projection import ProjectedEvent, expected_stats, stat_deltas
 from webapp.domain.reconciliation import find_drift
 from webapp.domain.recording import NewEvent, record_events
@@ -44,7 +45,7 @@ from webapp.models import (
     Tournament,
     TournamentResult,
 )
-from webapp.transaction import DatabaseUnavailable, unit_of_work
+from webapp.transaction import ConcurrentChange, DatabaseUnavailable, run_in_unit_of_work, unit_of_work
 
 pytestmark = pytest.mark.slow
 
@@ -185,7 +186,26 @@ def record_in_batches(session, facts: Sequence[Fact], seed: int) -> int:
     return recorded
 
 
-STRATEGIES = {"one_by_one": record_one_by_one, "batches": record_in_batches}
+def record_several_per_unit(session, facts: Sequence[Fact], seed: int) -> int:
+    """Record four results per unit of work, one call each, retrying units that collide."""
+    order = list(facts)
+    random.Random(seed).shuffle(order)
+    recorded = 0
+    for start in range(0, len(order), 4):
+        group = order[start : start + 4]
+
+        def record_group(session):
+            return sum(len(RECORDERS[kind](session, source_id).recorded) for kind, source_id in group)
+
+        recorded += run_in_unit_of_work(session, record_group, attempts=20)
+    return recorded
+
+
+STRATEGIES = {
+    "one_by_one": record_one_by_one,
+    "batches": record_in_batches,
+    "several_per_unit": record_several_per_unit,
+}
 
 
 def _race_in_process(url: str, strategy: str, facts: list[Fact], seed: int, start, results) -> None:
@@ -317,18 +337,96 @@ def test_the_platform_under_race_gives_the_events_the_result_services_describe(s
     assert any(e.team_id is not None and e.event_type == "tournament_won" for e in events)
 
 
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("strategy", ["one_by_one", "batches"])
 def test_concurrent_event_creation_no_duplicates(app, session, strategy):
     facts = build_platform(session)
     recorded = race_processes(app.config["SQLALCHEMY_DATABASE_URI"], strategy, facts)
     assert_each_fact_recorded_exactly_once(session, facts, recorded)
 
 
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("strategy", ["one_by_one", "batches"])
 def test_concurrent_event_creation_no_duplicates_in_threads(app, session, strategy):
     facts = build_platform(session)
     recorded = race_threads(app, strategy, facts)
     assert_each_fact_recorded_exactly_once(session, facts, recorded)
+
+
+def test_concurrent_units_of_several_results_each_are_retried_when_they_collide(app, session):
+    # On PostgreSQL these deadlock now and then (each costs the server's
+    # deadlock_timeout), so the race is shorter than the others.
+    facts = build_platform(session)[:48]
+    recorded = race_threads(app, "several_per_unit", facts)
+    assert_each_fact_recorded_exactly_once(session, facts, recorded)
+
+
+def _record_two_matches_crosswise(engine, matches: tuple[int, int], retry: bool) -> list[tuple]:
+    """Two writers each record both matches in one unit of work, in opposite orders.
+
+    They meet after their first match, each holding that match's rows, so on
+    PostgreSQL each then waits for the other: a deadlock, every time.
+    """
+    meet = threading.Barrier(2)
+    outcomes: queue.Queue = queue.Queue()
+
+    def writer(order: tuple[int, int]) -> None:
+        calls = 0
+
+        def work(session) -> int:
+            nonlocal calls
+            calls += 1
+            recorded = len(record_match_result(session, order[0]).recorded)
+            if calls == 1:
+                meet.wait(START_TIMEOUT_S)
+            return recorded + len(record_match_result(session, order[1]).recorded)
+
+        with Session(engine) as session:
+            try:
+                if retry:
+                    recorded = run_in_unit_of_work(session, work)
+                else:
+                    with unit_of_work(session):
+                        recorded = work(session)
+                outcomes.put(("committed", recorded, calls))
+            except ConcurrentChange:
+                outcomes.put(("collided", 0, calls))
+            except BaseException:
+                outcomes.put(("error", traceback.format_exc(), calls))
+
+    threads = [threading.Thread(target=writer, args=(order,)) for order in (matches, matches[::-1])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(START_TIMEOUT_S)
+    return sorted(outcomes.get_nowait() for _ in threads)
+
+
+@pytest.fixture
+def two_matches(backend, make_player, make_tournament, make_match):
+    if backend == "sqlite":
+        pytest.skip("SQLite writers queue at BEGIN IMMEDIATE, so two units of work never hold locks at once")
+    alice, bob, carol, dave = (make_player(name) for name in ("alice", "bob", "carol", "dave"))
+    cup = make_tournament()
+    return make_match(cup, alice, bob).id, make_match(cup, carol, dave).id
+
+
+def test_a_deadlock_undoes_one_unit_of_work_whole_and_says_it_was_a_concurrent_change(session, two_matches):
+    outcomes = _record_two_matches_crosswise(db.engine, two_matches, retry=False)
+
+    assert [status for status, _recorded, _calls in outcomes] == ["collided", "committed"]
+    assert issubclass(ConcurrentChange, Conflict)
+    assert session.scalar(select(func.count()).select_from(ActivityEvent)) == 4
+    assert sum(recorded for _status, recorded, _calls in outcomes) == 4
+    assert find_drift(session).drifts == []
+
+
+def test_run_in_unit_of_work_runs_the_loser_of_a_deadlock_again_from_the_start(session, two_matches):
+    outcomes = _record_two_matches_crosswise(db.engine, two_matches, retry=True)
+
+    assert [status for status, _recorded, _calls in outcomes] == ["committed", "committed"]
+    assert sorted(calls for _status, _recorded, calls in outcomes) == [1, 2]
+    assert sum(recorded for _status, recorded, _calls in outcomes) == 4, "the retry found both recorded"
+    assert session.scalar(select(func.count()).select_from(ActivityEvent)) == 4
+    assert find_drift(session).drifts == []
 
 
 def test_a_unit_of_work_after_a_drift_check_writes_on_fresh_data_not_on_the_check_snapshot(
