@@ -196,3 +196,42 @@ def _check_table() -> None:
 
 
 _check_table()
+
+
+def taxonomy_markdown() -> str:
+    """Render the taxonomy as the Markdown page docs/taxonomy.md (a test keeps the two equal)."""
+
+    def type_name(annotation: Any) -> str:
+        return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "").replace(" | ", " or ")
+
+    def deltas_text(t: EventType) -> str:
+        parts = [", ".join(f"{k} {v:+d}" for k, v in t.deltas.items())]
+        if t.solo_deltas:
+            parts.append("solo: " + ", ".join(f"{k} {v:+d}" for k, v in t.solo_deltas.items()))
+        if t.team_deltas:
+            parts.append("team: " + ", ".join(f"{k} {v:+d}" for k, v in t.team_deltas.items()))
+        return "; ".join(p for p in parts if p) or "none"
+
+    lines = [
+        "# Event taxonomy",
+        "",
+        "Every event type, its metadata and its stat deltas. The source is",
+        "`webapp/domain/taxonomy.py`; this page is generated from it by `taxonomy_markdown()`, and a",
+        "test fails when the two differ.",
+        "",
+        "- Every event counts in the `all` stats scope; events of private tournaments do not count in `public`.",
+        "- Tournament wins add to `team_tournament_wins` when the event has a team, else to `solo_tournament_wins`.",
+        "- A reversal's deltas are its original's, negated, so it undoes it exactly; an event is reversed at most once.",
+        "- Metadata is strict and closed: unknown fields are refused, ids must be integers, and other players,",
+        "  teams and tournaments are referred to by id only.",
+        "",
+        "| event type | meaning | metadata | stat deltas |",
+        "| --- | --- | --- | --- |",
+    ]
+    for t in EVENT_TYPES.values():
+        fields = "<br>".join(
+            f"`{name}`: {type_name(f.annotation)}{'' if f.is_required() else ' (optional)'}"
+            for name, f in t.metadata_model.model_fields.items()
+        )
+        lines.append(f"| `{t.name}` | {t.description} | {fields or '-'} | {deltas_text(t)} |")
+    return "\n".join(lines) + "\n"
