@@ -7,14 +7,17 @@ never lose each other's updates.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from functools import cache, lru_cache
+from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 
-from webapp.database import dialect_insert
 from webapp.domain.taxonomy import EVENT_TYPES
 from webapp.models.base import utcnow
 from webapp.models.stats import STAT_NAMES, PlayerStats
@@ -31,6 +34,8 @@ class ProjectedEvent:
 
 
 StatKey = tuple[int, str]  # (player_id, scope)
+# (player_id, event_type, is_team, is_private): all that decides an event's deltas.
+DeltaKey = tuple[int, str, bool, bool]
 
 
 def stat_deltas(events: Iterable[ProjectedEvent], sign: int = 1) -> dict[StatKey, dict[str, int]]:
@@ -39,38 +44,102 @@ def stat_deltas(events: Iterable[ProjectedEvent], sign: int = 1) -> dict[StatKey
     Every event counts in the ``all`` scope; only non-private ones in ``public``.
     ``sign=-1`` gives the deltas that take the events back out.
     """
-    totals: dict[StatKey, dict[str, int]] = defaultdict(lambda: dict.fromkeys(STAT_NAMES, 0))
-    for event in events:
-        deltas = EVENT_TYPES[event.event_type].deltas_for(event.is_team)
-        scopes = ("all",) if event.is_private else ("all", "public")
-        for scope in scopes:
-            row = totals[(event.player_id, scope)]
-            for stat, delta in deltas.items():
-                row[stat] += sign * delta
-    return dict(totals)
+    return counted_stat_deltas(
+        Counter((e.player_id, e.event_type, e.is_team, e.is_private) for e in events), sign
+    )
+
+
+def counted_stat_deltas(counts: Mapping[DeltaKey, int], sign: int = 1) -> dict[StatKey, dict[str, int]]:
+    """Sum the stat deltas of events counted per (player, event type, is_team, is_private).
+
+    Every player and scope an event reaches gets a row, even when its deltas are zero.
+    """
+    width = len(STAT_NAMES)
+    totals: dict[StatKey, list[int]] = {}
+    for (player_id, event_type, is_team, is_private), n in counts.items():
+        vector = _delta_vector(event_type, bool(is_team))
+        for scope in _PRIVATE_SCOPES if is_private else _PUBLIC_SCOPES:
+            row = totals.get((player_id, scope))
+            if row is None:
+                row = totals[(player_id, scope)] = [0] * width
+            for i, delta in vector:
+                row[i] += sign * n * delta
+    return {key: dict(zip(STAT_NAMES, row)) for key, row in totals.items()}
+
+
+_PRIVATE_SCOPES = ("all",)
+_PUBLIC_SCOPES = ("all", "public")
+
+
+@cache
+def _delta_vector(event_type: str, is_team: bool) -> tuple[tuple[int, int], ...]:
+    """The non-zero deltas of one event as (index in STAT_NAMES, delta) pairs."""
+    deltas = EVENT_TYPES[event_type].deltas_for(is_team)
+    return tuple((i, deltas[stat]) for i, stat in enumerate(STAT_NAMES) if deltas.get(stat))
 
 
 def apply_stat_deltas(session: Session, deltas: Mapping[StatKey, Mapping[str, int]]) -> int:
     """Add ``deltas`` to the stored stats, creating rows as needed; return rows touched."""
     if not deltas:
         return 0
-    now = utcnow()
+    connection = session.connection()
+    upsert = _stats_upsert(connection.dialect)
     # A fixed order keeps concurrent writers from deadlocking on each other's rows.
     rows = [
-        {"player_id": player_id, "scope": scope, "updated_at": now, **{s: d.get(s, 0) for s in STAT_NAMES}}
+        (player_id, scope, *[d.get(s, 0) for s in STAT_NAMES])
         for (player_id, scope), d in sorted(deltas.items())
     ]
-    table = PlayerStats.__table__
-    insert = dialect_insert(session, table)
-    statement = insert.on_conflict_do_update(
-        index_elements=[table.c.player_id, table.c.scope],
-        set_={
-            **{name: table.c[name] + insert.excluded[name] for name in STAT_NAMES},
-            "updated_at": insert.excluded.updated_at,
-        },
-    )
-    session.execute(statement, rows)
+    upsert(connection, rows, utcnow())
     return len(rows)
+
+
+@lru_cache(maxsize=8)
+def _stats_upsert(dialect: Dialect) -> Callable[[Connection, list[tuple], datetime], None]:
+    """Build the upsert of stat rows ``(player_id, scope, *STAT_NAMES)`` for ``dialect``.
+
+    The statement is written out once per dialect and run through the driver:
+    SQLAlchemy's per-row parameter handling cost more than the upsert itself.
+    On PostgreSQL the rows go as one array per column in a single statement.
+    """
+    table = PlayerStats.__table__
+    stamp = table.c.updated_at.type.dialect_impl(dialect).bind_processor(dialect)
+    for name in ("player_id", "scope", *STAT_NAMES):
+        if table.c[name].type.dialect_impl(dialect).bind_processor(dialect) is not None:
+            raise RuntimeError(f"player_stats.{name} needs a bind processor the upsert does not apply")
+    columns = ", ".join(("player_id", "scope", *STAT_NAMES, "updated_at"))
+    conflict = (
+        " ON CONFLICT (player_id, scope) DO UPDATE SET "
+        + ", ".join(f"{s} = player_stats.{s} + excluded.{s}" for s in STAT_NAMES)
+        + ", updated_at = excluded.updated_at"
+    )
+    if dialect.name == "postgresql":
+        arrays = ", ".join(
+            ["%(c0)s::bigint[]", "%(c1)s::text[]"]
+            + [f"%(c{i + 2})s::integer[]" for i in range(len(STAT_NAMES))]
+        )
+        # WITH ORDINALITY ... ORDER BY keeps the rows' lock order the caller chose.
+        sql = (
+            f"INSERT INTO player_stats ({columns}) "
+            f"SELECT {', '.join(f'g.c{i}' for i in range(len(STAT_NAMES) + 2))}, %(updated_at)s "
+            f"FROM unnest({arrays}) WITH ORDINALITY AS g"
+            f"({', '.join(f'c{i}' for i in range(len(STAT_NAMES) + 2))}, n) ORDER BY g.n" + conflict
+        )
+
+        def upsert(connection: Connection, rows: list[tuple], now: datetime) -> None:
+            params: dict[str, Any] = {f"c{i}": list(column) for i, column in enumerate(zip(*rows))}
+            params["updated_at"] = stamp(now) if stamp else now
+            connection.exec_driver_sql(sql, params)
+
+        return upsert
+    if dialect.name != "sqlite":  # pragma: no cover - only the two supported databases reach here
+        raise RuntimeError(f"unsupported database dialect {dialect.name!r}")
+    sql = f"INSERT INTO player_stats ({columns}) VALUES ({', '.join(['?'] * (len(STAT_NAMES) + 3))})" + conflict
+
+    def upsert(connection: Connection, rows: list[tuple], now: datetime) -> None:
+        at = stamp(now) if stamp else now
+        connection.exec_driver_sql(sql, [(*row, at) for row in rows])
+
+    return upsert
 
 
 def _deltas_values_sql() -> str:
@@ -84,30 +153,29 @@ def _deltas_values_sql() -> str:
     return ",\n    ".join(rows)
 
 
-def expected_stats_sql(extra_counts_sql: str = "") -> str:
+def expected_stats_sql(extra_counts_sql: str = "", dialect: str | None = None) -> str:
     """SQL computing, per player and scope, the stats their events add up to.
 
     The events are first counted per (player, type, privacy, team-ness), then the
     counts are joined to the delta table, so the work grows with the number of
-    events only in one GROUP BY. ``:player_id`` (NULL for everyone) limits it.
+    events only in the counting. ``:player_id`` (NULL for everyone) limits it.
     ``extra_counts_sql`` may add rows of the same shape as the ``counts`` CTE
-    (e.g. totals of archived events) with a leading ``UNION ALL``.
+    (e.g. totals of archived events) with a leading ``UNION ALL``. ``dialect``
+    (``"sqlite"`` or ``"postgresql"``) picks the fastest counting for that
+    database; without it the SQL runs well on both.
     """
     stat_columns = ", ".join(STAT_NAMES)
     sum_all = ",\n        ".join(f"SUM(c.n * d.{s}) AS {s}" for s in STAT_NAMES)
+    everyone = _SQLITE_COUNTS_OF_EVERYONE if dialect == "sqlite" else _COUNTS_OF_EVERYONE
     return f"""
 WITH deltas (event_type, is_team, {stat_columns}) AS (
     VALUES
     {_deltas_values_sql()}
 ),
 counts AS (
-    SELECT player_id, event_type,
-           CASE WHEN is_private THEN 1 ELSE 0 END AS is_private,
-           CASE WHEN team_id IS NULL THEN 0 ELSE 1 END AS is_team,
-           COUNT(*) AS n
-    FROM activity_events
-    WHERE (CAST(:player_id AS BIGINT) IS NULL OR player_id = :player_id)
-    GROUP BY 1, 2, 3, 4
+    {everyone}
+    UNION ALL
+    {_COUNTS_OF_ONE_PLAYER}
     {extra_counts_sql}
 ),
 expected AS (
@@ -125,9 +193,58 @@ expected AS (
 """
 
 
+# Everyone's events and one player's are counted by separate branches, each
+# reading nothing when ``:player_id`` says it is the other's turn: one player's
+# events are then found through the index on player_id, and everyone's by
+# reading the whole table once.
+_PRIVATE = "CASE WHEN is_private THEN 1 ELSE 0 END"
+_TEAM = "CASE WHEN team_id IS NULL THEN 0 ELSE 1 END"
+
+_COUNTS_OF_ONE_PLAYER = f"""SELECT player_id, event_type, {_PRIVATE} AS is_private, {_TEAM} AS is_team, COUNT(*) AS n
+    FROM activity_events
+    WHERE player_id = :player_id
+    GROUP BY 1, 2, 3, 4"""
+
+# The unary plus keeps SQLite from grouping in the order of the idempotency
+# key's index, which costs a random row lookup per event (3x slower than
+# sorting); PostgreSQL hashes either way.
+_COUNTS_OF_EVERYONE = f"""SELECT +player_id AS player_id, event_type, {_PRIVATE} AS is_private, {_TEAM} AS is_team,
+           COUNT(*) AS n
+    FROM activity_events
+    WHERE CAST(:player_id AS BIGINT) IS NULL
+    GROUP BY 1, 2, 3, 4"""
+
+# On SQLite, sorting every event is still most of the work. So each event is
+# first counted as public and solo from the idempotency key's index alone (it
+# leads with player and type); then only the private and team events are read
+# and sorted, and moved to where they belong: their count added under their
+# real privacy and team-ness and taken off the public-solo one. The counts are
+# summed linearly afterwards, so the result is the same. (On PostgreSQL the
+# second pass over the table costs more than the sort it saves.)
+_SQLITE_COUNTS_OF_EVERYONE = f"""SELECT player_id, event_type, 0 AS is_private, 0 AS is_team, COUNT(*) AS n
+    FROM activity_events
+    WHERE CAST(:player_id AS BIGINT) IS NULL
+    GROUP BY player_id, event_type
+    UNION ALL
+    SELECT moved.player_id, moved.event_type,
+           CASE WHEN way.sign = 1 THEN moved.is_private ELSE 0 END,
+           CASE WHEN way.sign = 1 THEN moved.is_team ELSE 0 END,
+           way.sign * moved.n
+    FROM (
+        SELECT +player_id AS player_id, event_type, {_PRIVATE} AS is_private, {_TEAM} AS is_team,
+               COUNT(*) AS n
+        FROM activity_events
+        WHERE CAST(:player_id AS BIGINT) IS NULL AND (is_private OR team_id IS NOT NULL)
+        GROUP BY 1, 2, 3, 4
+    ) AS moved
+    CROSS JOIN (SELECT 1 AS sign UNION ALL SELECT -1) AS way"""
+
+
 def expected_stats(session: Session, player_id: int | None = None) -> dict[StatKey, dict[str, int]]:
     """Return the stats every player's events add up to (rows of all zeros left out)."""
-    sql = expected_stats_sql() + f"SELECT player_id, scope, {', '.join(STAT_NAMES)} FROM expected"
+    sql = expected_stats_sql(dialect=session.get_bind().dialect.name) + (
+        f"SELECT player_id, scope, {', '.join(STAT_NAMES)} FROM expected"
+    )
     result = {}
     for row in session.execute(text(sql), {"player_id": player_id}):
         values = {s: int(getattr(row, s)) for s in STAT_NAMES}

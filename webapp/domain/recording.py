@@ -14,23 +14,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select, tuple_
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 
 from webapp.database import dialect_insert
 from webapp.domain.errors import Invalid
-from webapp.domain.projection import ProjectedEvent, apply_stat_deltas, stat_deltas
+from webapp.domain.projection import apply_stat_deltas, counted_stat_deltas
 from webapp.domain.taxonomy import event_type as lookup_event_type
 from webapp.models.activity import ORIGINS, ActivityEvent, DataQualityFinding
 from webapp.models.base import utcnow
-from webapp.models.competitions import Tournament
-from webapp.models.players import Player, TeamMembership
+from webapp.models.players import TeamMembership
 
 # Bound parameters per IN (...) list, well under both databases' limits.
 _CHUNK = 2_000
@@ -114,28 +116,37 @@ def record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
     """
     if not facts:
         return BatchOutcome([])
+    if session.autoflush:
+        # The checks below read through the session's connection, which does not
+        # flush pending objects as session queries would.
+        session.flush()
+    connection = session.connection()
     now = utcnow()
     rows = [_validated_row(fact, now) for fact in facts]
-    _check_references(session, rows)
+    _check_references(session, connection, rows)
 
     # One row per key goes to the database; later repeats inside the batch are
     # compared with it like any other repeat.
     first_by_key: dict[EventKey, dict[str, Any]] = {}
     for row in rows:
         first_by_key.setdefault(_row_key(row), row)
-    inserted = _insert_new(session, sorted(first_by_key.values(), key=_row_key))
+    inserted = _insert_new(connection, sorted(first_by_key.values(), key=_row_key), now)
 
     apply_stat_deltas(
         session,
-        stat_deltas(
-            ProjectedEvent(
-                row["player_id"], row["event_type"], row["team_id"] is not None, row["is_private"]
+        counted_stat_deltas(
+            Counter(
+                (row["player_id"], row["event_type"], row["team_id"] is not None, row["is_private"])
+                for key, row in first_by_key.items()
+                if key in inserted
             )
-            for key, row in first_by_key.items()
-            if key in inserted
         ),
     )
 
+    if len(inserted) == len(rows):  # every fact new: the common case, nothing to compare
+        return BatchOutcome(
+            [RecordOutcome(key, RecordStatus.RECORDED, inserted[key]) for key in map(_row_key, rows)]
+        )
     repeated_keys = {_row_key(row) for row in rows} - inserted.keys()
     stored = _stored_payloads(session, repeated_keys) if repeated_keys else {}
     outcomes: list[RecordOutcome] = []
@@ -200,23 +211,14 @@ def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
         yield values[start : start + size]
 
 
-def _check_references(session: Session, rows: list[dict[str, Any]]) -> None:
+def _check_references(session: Session, connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Check every referenced record exists and team events go to members; derive privacy."""
     player_ids = sorted({row["player_id"] for row in rows})
-    known_players: set[int] = set()
-    for chunk in _chunks(player_ids):
-        known_players.update(session.scalars(select(Player.id).where(Player.id.in_(chunk))))
+    tournament_ids = sorted({row["tournament_id"] for row in rows if row["tournament_id"] is not None})
+    known_players, private = _lookup_references(connection, player_ids, tournament_ids)
     missing = [pid for pid in player_ids if pid not in known_players]
     if missing:
         raise Invalid(f"unknown player id(s): {', '.join(map(str, missing[:10]))}")
-
-    tournament_ids = sorted({row["tournament_id"] for row in rows if row["tournament_id"] is not None})
-    private: dict[int, bool] = {}
-    for chunk in _chunks(tournament_ids):
-        for tournament_id, is_private in session.execute(
-            select(Tournament.id, Tournament.is_private).where(Tournament.id.in_(chunk))
-        ):
-            private[tournament_id] = is_private
     missing = [tid for tid in tournament_ids if tid not in private]
     if missing:
         raise Invalid(f"unknown tournament id(s): {', '.join(map(str, missing[:10]))}")
@@ -226,6 +228,50 @@ def _check_references(session: Session, rows: list[dict[str, Any]]) -> None:
 
     _check_reversals(session, [row for row in rows if row["reverses_event_id"] is not None])
     _check_team_membership(session, [row for row in rows if row["team_id"] is not None])
+
+
+def _lookup_references(
+    connection: Connection, player_ids: list[int], tournament_ids: list[int]
+) -> tuple[set[int], dict[int, bool]]:
+    """Return which of the players exist, and the privacy of those of the tournaments that do.
+
+    Both are read by one statement (per chunk of ids), written out for the
+    driver: for a single event the lookup is one of only four statements, and
+    the dialect's expanding IN parameters cost more than the lookup itself.
+    """
+    known_players: set[int] = set()
+    private: dict[int, bool] = {}
+    postgres = connection.dialect.name == "postgresql"
+    for start in range(0, max(len(player_ids), len(tournament_ids)), _CHUNK):
+        players = player_ids[start : start + _CHUNK]
+        tournaments = tournament_ids[start : start + _CHUNK]
+        if postgres:
+            sql, params = _POSTGRES_REFERENCES, {"players": players, "tournaments": tournaments}
+        else:
+            sql, params = _sqlite_references(len(players), len(tournaments)), (*players, *tournaments)
+        for is_tournament, record_id, is_private in connection.exec_driver_sql(sql, params):
+            if is_tournament:
+                private[record_id] = bool(is_private)
+            else:
+                known_players.add(record_id)
+    return known_players, private
+
+
+_POSTGRES_REFERENCES = (
+    "SELECT 0, id, false FROM players WHERE id = ANY(%(players)s::bigint[]) UNION ALL "
+    "SELECT 1, id, is_private FROM tournaments WHERE id = ANY(%(tournaments)s::bigint[])"
+)
+
+
+@lru_cache(maxsize=64)
+def _sqlite_references(players: int, tournaments: int) -> str:
+    def listed(n: int) -> str:
+        return ", ".join(["?"] * n) if n else "NULL"
+
+    return (
+        f"SELECT 0, id, 0 FROM players WHERE id IN ({listed(players)}) UNION ALL "
+        f"SELECT 1, id, is_private FROM tournaments WHERE id IN ({listed(tournaments)})"
+    )
 
 
 def _check_reversals(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -298,18 +344,96 @@ def _check_team_membership(session: Session, rows: list[dict[str, Any]]) -> None
             )
 
 
-def _insert_new(session: Session, rows: list[dict[str, Any]]) -> dict[EventKey, int]:
+def _insert_new(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
     """Insert rows whose key is not stored yet; return the keys and ids of those inserted."""
+    return _event_insert(connection.dialect)(connection, rows, now)
+
+
+# The columns recording writes, in the order the insert statements bind them.
+_INSERT_COLUMNS = (
+    "player_id", "event_type", "occurred_at", "recorded_at", "source_model", "source_id", "origin",
+    "origin_id", "team_id", "tournament_id", "is_private", "metadata", "reverses_event_id",
+)
+_PROCESSED_COLUMNS = ("occurred_at", "recorded_at", "is_private", "metadata")
+_ON_CONFLICT_RETURNING = (
+    " ON CONFLICT (player_id, event_type, source_model, source_id) DO NOTHING"
+    " RETURNING id, player_id, event_type, source_model, source_id"
+)
+# Rows per SQLite statement: 13 parameters each stays far below its variable limit.
+_SQLITE_ROWS_PER_INSERT = 500
+
+_EventInsert = Callable[[Connection, list[dict[str, Any]], datetime], dict[EventKey, int]]
+
+
+@lru_cache(maxsize=8)
+def _event_insert(dialect: Dialect) -> _EventInsert:
+    """Build the idempotent insert of event rows for ``dialect``.
+
+    The statements are written out once per dialect and run through the driver,
+    with values converted by the columns' own bind processors: SQLAlchemy's
+    per-row parameter handling (and, on PostgreSQL, psycopg parsing a multi-row
+    VALUES list of thousands of placeholders) cost more than the insert itself.
+    On PostgreSQL the rows go as one array per column in a single statement.
+    """
     table = ActivityEvent.__table__
-    statement = (
-        dialect_insert(session, table)
-        .on_conflict_do_nothing(
-            index_elements=[table.c.player_id, table.c.event_type, table.c.source_model, table.c.source_id]
+    processors = {
+        name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+        for name in _PROCESSED_COLUMNS
+    }
+    for name in set(_INSERT_COLUMNS) - set(_PROCESSED_COLUMNS):
+        if table.c[name].type.dialect_impl(dialect).bind_processor(dialect) is not None:
+            raise RuntimeError(f"activity_events.{name} needs a bind processor the insert does not apply")
+    occurred, recorded = processors["occurred_at"], processors["recorded_at"]
+    private, metadata = processors["is_private"], processors["metadata"]
+
+    def values(rows: list[dict[str, Any]], now: datetime) -> list[tuple]:
+        at = recorded(now)
+        return [
+            (
+                r["player_id"], r["event_type"], occurred(r["occurred_at"]), at, r["source_model"],
+                r["source_id"], r["origin"], r["origin_id"], r["team_id"], r["tournament_id"],
+                private(r["is_private"]), metadata(r["metadata"]), r["reverses_event_id"],
+            )
+            for r in rows
+        ]
+
+    columns = ", ".join(_INSERT_COLUMNS)
+    if dialect.name == "postgresql":
+        casts = ("bigint", "text", "timestamptz", "timestamptz", "text", "bigint", "text", "bigint",
+                 "bigint", "bigint", "boolean", "jsonb", "bigint")
+        arrays = ", ".join(f"%(c{i})s::{cast}[]" for i, cast in enumerate(casts))
+        names = ", ".join(f"c{i}" for i in range(len(casts)))
+        # WITH ORDINALITY ... ORDER BY keeps the key order the caller sorted the rows in.
+        sql = (
+            f"INSERT INTO activity_events ({columns}) SELECT {names} "
+            f"FROM unnest({arrays}) WITH ORDINALITY AS g({names}, n) ORDER BY g.n"
+            + _ON_CONFLICT_RETURNING
         )
-        .returning(table.c.id, table.c.player_id, table.c.event_type, table.c.source_model, table.c.source_id)
-    )
-    result = session.execute(statement, rows if len(rows) > 1 else rows[0])
-    return {(r.player_id, r.event_type, r.source_model, r.source_id): r.id for r in result}
+
+        def insert(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
+            params = {f"c{i}": list(column) for i, column in enumerate(zip(*values(rows, now)))}
+            return {(r[1], r[2], r[3], r[4]): r[0] for r in connection.exec_driver_sql(sql, params)}
+
+        return insert
+    if dialect.name != "sqlite":  # pragma: no cover - only the two supported databases reach here
+        raise RuntimeError(f"unsupported database dialect {dialect.name!r}")
+    placeholders = "(" + ", ".join(["?"] * len(_INSERT_COLUMNS)) + ")"
+
+    @lru_cache(maxsize=4)
+    def statement(n: int) -> str:
+        return f"INSERT INTO activity_events ({columns}) VALUES " + ", ".join([placeholders] * n) + (
+            _ON_CONFLICT_RETURNING
+        )
+
+    def insert(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
+        inserted: dict[EventKey, int] = {}
+        for chunk in _chunks(values(rows, now), _SQLITE_ROWS_PER_INSERT):
+            flat = tuple(value for row in chunk for value in row)
+            for r in connection.exec_driver_sql(statement(len(chunk)), flat):
+                inserted[(r[1], r[2], r[3], r[4])] = r[0]
+        return inserted
+
+    return insert
 
 
 def _stored_payloads(session: Session, keys: set[EventKey]) -> dict[EventKey, tuple[int, dict[str, Any]]]:
