@@ -21,7 +21,18 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, String, cast, literal, null, select, tuple_, union_all
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    String,
+    bindparam,
+    cast,
+    literal,
+    null,
+    select,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from webapp.domain.cursors import decode_cursor, encode_cursor
@@ -124,21 +135,38 @@ class TimelinePage:
     next_cursor: str | None
 
 
-_COLUMNS = (
-    ActivityEvent.id,
-    ActivityEvent.player_id,
-    ActivityEvent.event_type,
-    ActivityEvent.occurred_at,
-    ActivityEvent.recorded_at,
-    ActivityEvent.source_model,
-    ActivityEvent.source_id,
-    ActivityEvent.origin,
-    ActivityEvent.origin_id,
-    ActivityEvent.team_id,
-    ActivityEvent.tournament_id,
-    ActivityEvent.is_private,
-    ActivityEvent.details,
-    ActivityEvent.reverses_event_id,
+_events = ActivityEvent.__table__
+
+# Built once: each page only binds values, so the statements' compiled forms
+# are cached and a page pays for no statement building or ORM row handling.
+_PAGE = (
+    select(
+        _events.c.id,
+        _events.c.player_id,
+        _events.c.event_type,
+        _events.c.occurred_at,
+        _events.c.recorded_at,
+        _events.c.source_model,
+        _events.c.source_id,
+        _events.c.origin,
+        _events.c.origin_id,
+        _events.c.team_id,
+        _events.c.tournament_id,
+        _events.c.is_private,
+        _events.c.metadata,
+        _events.c.reverses_event_id,
+    )
+    .where(_events.c.player_id == bindparam("player_id"))
+    .order_by(_events.c.occurred_at.desc(), _events.c.id.desc())
+    .limit(bindparam("limit", type_=Integer))
+)
+# A row-value comparison: both databases read it as one range on the index.
+_PAGE_AFTER = _PAGE.where(
+    tuple_(_events.c.occurred_at, _events.c.id)
+    < tuple_(
+        bindparam("after_occurred_at", type_=_events.c.occurred_at.type),
+        bindparam("after_id", type_=_events.c.id.type),
+    )
 )
 
 _CURSOR_FIELDS = {"occurred_at": datetime, "id": int}
@@ -157,21 +185,15 @@ def timeline_page(
     :raise Invalid: on a cursor this module did not issue, or a limit outside 1..MAX_LIMIT.
     """
     limit = _checked_limit(limit)
-    filters = filters or TimelineFilters()
-    statement = select(*_COLUMNS).where(ActivityEvent.player_id == player_id)
+    parameters = {"player_id": player_id, "limit": limit + 1}
+    statement = _PAGE
     if cursor is not None:
         position = decode_cursor(cursor, _CURSOR_FIELDS)
-        # A row-value comparison: both databases turn it into one range on the index.
-        statement = statement.where(
-            tuple_(ActivityEvent.occurred_at, ActivityEvent.id)
-            < tuple_(
-                literal(position["occurred_at"], ActivityEvent.occurred_at.type),
-                literal(position["id"], ActivityEvent.id.type),
-            )
-        )
-    statement = _filtered(statement, filters)
-    statement = statement.order_by(ActivityEvent.occurred_at.desc(), ActivityEvent.id.desc())
-    rows = session.execute(statement.limit(limit + 1)).all()
+        parameters.update(after_occurred_at=position["occurred_at"], after_id=position["id"])
+        statement = _PAGE_AFTER
+    if filters is not None:
+        statement = _filtered(statement, filters)
+    rows = session.connection().execute(statement, parameters).all()
     events = [TimelineEvent(*row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
@@ -188,17 +210,17 @@ def _checked_limit(limit: int) -> int:
 
 def _filtered(statement, filters: TimelineFilters):
     if filters.event_types:
-        statement = statement.where(ActivityEvent.event_type.in_(filters.event_types))
+        statement = statement.where(_events.c.event_type.in_(filters.event_types))
     if filters.origins:
-        statement = statement.where(ActivityEvent.origin.in_(filters.origins))
+        statement = statement.where(_events.c.origin.in_(filters.origins))
     if filters.occurred_from is not None:
-        statement = statement.where(ActivityEvent.occurred_at >= filters.occurred_from)
+        statement = statement.where(_events.c.occurred_at >= filters.occurred_from)
     if filters.occurred_to is not None:
-        statement = statement.where(ActivityEvent.occurred_at < filters.occurred_to)
+        statement = statement.where(_events.c.occurred_at < filters.occurred_to)
     if filters.tournament_id is not None:
-        statement = statement.where(ActivityEvent.tournament_id == filters.tournament_id)
+        statement = statement.where(_events.c.tournament_id == filters.tournament_id)
     if filters.exclude_private:
-        statement = statement.where(ActivityEvent.is_private.is_(False))
+        statement = statement.where(_events.c.is_private.is_(False))
     return statement
 
 
@@ -218,44 +240,58 @@ def referenced_ids(events: Iterable[EventLike]) -> tuple[set[int], set[int], set
     return players, teams, tournaments
 
 
+def _names_part(kind: str, id_column, a, b, c, flag):
+    # Same labels in every part, so the union's columns line up on both databases.
+    return select(
+        literal(kind, String()).label("kind"),
+        id_column.label("id"),
+        a.label("a"),
+        b.label("b"),
+        c.label("c"),
+        flag.label("flag"),
+    ).where(id_column.in_(bindparam(f"{kind}_ids", expanding=True)))
+
+
+_NO_TEXT, _NO_FLAG = cast(null(), String()), cast(null(), Boolean)
+_players, _teams, _tournaments = Player.__table__, Team.__table__, Tournament.__table__
+_NAMES = union_all(
+    _names_part(
+        "player",
+        _players.c.id,
+        _players.c.public_id,
+        _players.c.username,
+        _players.c.display_name,
+        _NO_FLAG,
+    ),
+    _names_part("team", _teams.c.id, _teams.c.name, _NO_TEXT, _NO_TEXT, _NO_FLAG),
+    _names_part(
+        "tournament",
+        _tournaments.c.id,
+        _tournaments.c.name,
+        _NO_TEXT,
+        _NO_TEXT,
+        _tournaments.c.is_private,
+    ),
+)
+
+
 def load_names(session: Session, events: Sequence[EventLike]) -> Names:
     """Look up, in one statement, the names of everything ``events`` refer to."""
     player_ids, team_ids, tournament_ids = referenced_ids(events)
-    no_text, no_flag = cast(null(), String()), cast(null(), Boolean)
-    parts = []
-    if player_ids:
-        parts.append(
-            _name_rows(
-                "player",
-                Player.id,
-                player_ids,
-                Player.public_id,
-                Player.username,
-                Player.display_name,
-                no_flag,
-            )
-        )
-    if team_ids:
-        parts.append(_name_rows("team", Team.id, team_ids, Team.name, no_text, no_text, no_flag))
-    if tournament_ids:
-        parts.append(
-            _name_rows(
-                "tournament",
-                Tournament.id,
-                tournament_ids,
-                Tournament.name,
-                no_text,
-                no_text,
-                Tournament.is_private,
-            )
-        )
-    if not parts:
+    if not (player_ids or team_ids or tournament_ids):
         return Names()
     players: dict[int, PlayerName] = {}
     teams: dict[int, str] = {}
     tournaments: dict[int, TournamentName] = {}
-    statement = parts[0] if len(parts) == 1 else union_all(*parts)
-    for kind, id_, a, b, c, flag in session.execute(statement):
+    rows = session.connection().execute(
+        _NAMES,
+        {
+            "player_ids": sorted(player_ids),
+            "team_ids": sorted(team_ids),
+            "tournament_ids": sorted(tournament_ids),
+        },
+    )
+    for kind, id_, a, b, c, flag in rows:
         if kind == "player":
             players[id_] = PlayerName(public_id=a, username=b, display_name=c)
         elif kind == "team":
@@ -265,16 +301,9 @@ def load_names(session: Session, events: Sequence[EventLike]) -> Names:
     return Names(players=players, teams=teams, tournaments=tournaments)
 
 
-def _name_rows(kind: str, id_column, ids: set[int], a, b, c, flag):
-    # Same labels in every part, so the union's columns line up on both databases.
-    return select(
-        literal(kind, String()).label("kind"),
-        id_column.label("id"),
-        a.label("a"),
-        b.label("b"),
-        c.label("c"),
-        flag.label("flag"),
-    ).where(id_column.in_(sorted(ids)))
+_REVERSALS = select(_events.c.reverses_event_id, _events.c.id).where(
+    _events.c.reverses_event_id.in_(bindparam("ids", expanding=True))
+)
 
 
 def reversal_links(session: Session, events: Sequence[EventLike]) -> dict[int, int]:
@@ -282,13 +311,7 @@ def reversal_links(session: Session, events: Sequence[EventLike]) -> dict[int, i
     ids = sorted({event.id for event in events if f"{event.event_type}_reversed" in EVENT_TYPES})
     if not ids:
         return {}
-    return dict(
-        session.execute(
-            select(ActivityEvent.reverses_event_id, ActivityEvent.id).where(
-                ActivityEvent.reverses_event_id.in_(ids)
-            )
-        ).all()
-    )
+    return dict(session.connection().execute(_REVERSALS, {"ids": ids}).all())
 
 
 @dataclass(frozen=True)
