@@ -95,6 +95,12 @@ def match_events(match: Match, roster: TeamRoster, *, origin: str = "live",
     loser_side = "b" if match.winner_side == "a" else "a"
     sides = {side: match.side_entrant(side) for side in ("a", "b")}
     players = {side: roster.entrant_players(*sides[side], at) for side in ("a", "b")}
+    # Someone on both teams at once would be given both the win and the loss.
+    on_both_sides = sorted(set(players["a"]) & set(players["b"]))
+    if on_both_sides:
+        raise Invalid(
+            f"player {', '.join(map(str, on_both_sides))} is on both sides of match {match.id}"
+        )
     events = []
     for side, kind in ((match.winner_side, winner_type), (loser_side, loser_type)):
         other = "b" if side == "a" else "a"
