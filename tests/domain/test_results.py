@@ -437,3 +437,17 @@ def test_bad_results_are_refused_and_write_nothing(
             record(session)
     assert count(session, ActivityEvent) == 0
     assert count(session, PlayerStats) == 0
+
+
+def test_a_match_with_one_player_on_both_sides_is_refused(
+    session, make_player, make_team, make_tournament, make_match
+):
+    alice, bob, carol = make_player("alice"), make_player("bob"), make_player("carol")
+    owls = make_team("Owls", [alice, bob])
+    larks = make_team("Larks", [bob, carol])
+    match = make_match(make_tournament(), owls, larks, winner="a")
+
+    with pytest.raises(Invalid, match=f"player {bob.id} is on both sides of match {match.id}"):
+        with unit_of_work(session):
+            record_match_result(session, match.id)
+    assert count(session, ActivityEvent) == 0
