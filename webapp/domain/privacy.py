@@ -52,6 +52,23 @@ viewer looking at another player's data is treated as a ``player``.
 Stats (``present_stats``): the owner and ``staff_full`` see both scopes; every
 other viewer sees only the ``public`` scope, which leaves out private
 tournaments.
+
+The event view (``present_event``)
+----------------------------------
+Every key is always present, so clients need no per-viewer cases::
+
+    id, type, occurred_at, recorded_at   ISO 8601 times with offset
+    source        {"model": "match", "id": 812}; id None when withheld
+    origin        {"kind": "live"|"backfill"|"dispute"|"staff", "id": run/dispute id or None}
+    private       whether the event belongs to a private tournament
+    tournament    {"id", "name"}, {"name": "[Private Tournament]"} when masked, or None
+    team          {"id", "name"} of the player's team, or None
+    opponents     [{"public_id", "label"} + "username", "display_name" for full
+                  viewers + "id" for staff]; public_id None for a deleted player
+    opponent_team {"id", "name"} or None
+    details       round, side, placement, is_team_win: whichever the event has
+    reverses_event_id, reversed_by_event_id   links between an event and its reversal
+    summary       one line, e.g. "Won R2 against DC-25-000042 in [Private Tournament]"
 """
 
 from __future__ import annotations
