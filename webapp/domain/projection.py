@@ -82,7 +82,13 @@ def apply_stat_deltas(session: Session, deltas: Mapping[StatKey, Mapping[str, in
     """Add ``deltas`` to the stored stats, creating rows as needed; return rows touched."""
     if not deltas:
         return 0
-    connection = session.connection()
+    return add_stat_deltas(session.connection(), deltas)
+
+
+def add_stat_deltas(connection: Connection, deltas: Mapping[StatKey, Mapping[str, int]]) -> int:
+    """Do what ``apply_stat_deltas`` does on the connection of a session's transaction."""
+    if not deltas:
+        return 0
     upsert = _stats_upsert(connection.dialect)
     # A fixed order keeps concurrent writers from deadlocking on each other's rows.
     rows = [

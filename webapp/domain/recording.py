@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from webapp.database import dialect_insert
 from webapp.domain.errors import Invalid
-from webapp.domain.projection import apply_stat_deltas, counted_stat_deltas
+from webapp.domain.projection import add_stat_deltas, counted_stat_deltas
 from webapp.domain.taxonomy import event_type as lookup_event_type
 from webapp.models.activity import ORIGINS, ActivityEvent, DataQualityFinding
 from webapp.models.base import utcnow
@@ -132,8 +132,8 @@ def record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
         first_by_key.setdefault(_row_key(row), row)
     inserted = _insert_new(connection, sorted(first_by_key.values(), key=_row_key), now)
 
-    apply_stat_deltas(
-        session,
+    add_stat_deltas(
+        connection,
         counted_stat_deltas(
             Counter(
                 (row["player_id"], row["event_type"], row["team_id"] is not None, row["is_private"])
