@@ -16,23 +16,30 @@ One page costs a constant number of statements whatever its size:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Integer,
     String,
+    any_,
     bindparam,
     cast,
+    func,
     literal,
+    literal_column,
     null,
     select,
     tuple_,
     union_all,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from webapp.domain.cursors import decode_cursor, encode_cursor
@@ -240,7 +247,25 @@ def referenced_ids(events: Iterable[EventLike]) -> tuple[set[int], set[int], set
     return players, teams, tournaments
 
 
-def _names_part(kind: str, id_column, a, b, c, flag):
+def _in_id_list(column, name: str, dialect: str):
+    """Return "``column`` is one of the ids bound as ``name``" with one parameter.
+
+    One parameter however many ids: the SQL text never changes, so neither
+    SQLAlchemy nor the driver prepares it again, as they would for every new
+    length of an expanding ``IN (?, ?, ...)``.
+    """
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(BigInteger)))
+    ids = select(literal_column("value")).select_from(func.json_each(bindparam(name, type_=String)))
+    return column.in_(ids)
+
+
+def _id_list(ids: Iterable[int], dialect: str) -> list[int] | str:
+    ids = sorted(ids)
+    return ids if dialect == "postgresql" else json.dumps(ids)
+
+
+def _names_part(kind: str, dialect: str, id_column, a, b, c, flag):
     # Same labels in every part, so the union's columns line up on both databases.
     return select(
         literal(kind, String()).label("kind"),
@@ -249,30 +274,34 @@ def _names_part(kind: str, id_column, a, b, c, flag):
         b.label("b"),
         c.label("c"),
         flag.label("flag"),
-    ).where(id_column.in_(bindparam(f"{kind}_ids", expanding=True)))
+    ).where(_in_id_list(id_column, f"{kind}_ids", dialect))
 
 
-_NO_TEXT, _NO_FLAG = cast(null(), String()), cast(null(), Boolean)
-_players, _teams, _tournaments = Player.__table__, Team.__table__, Tournament.__table__
-_NAMES = union_all(
-    _names_part(
-        "player",
-        _players.c.id,
-        _players.c.public_id,
-        _players.c.username,
-        _players.c.display_name,
-        _NO_FLAG,
-    ),
-    _names_part("team", _teams.c.id, _teams.c.name, _NO_TEXT, _NO_TEXT, _NO_FLAG),
-    _names_part(
-        "tournament",
-        _tournaments.c.id,
-        _tournaments.c.name,
-        _NO_TEXT,
-        _NO_TEXT,
-        _tournaments.c.is_private,
-    ),
-)
+@cache
+def _names_statement(dialect: str):
+    no_text, no_flag = cast(null(), String()), cast(null(), Boolean)
+    players, teams, tournaments = Player.__table__, Team.__table__, Tournament.__table__
+    return union_all(
+        _names_part(
+            "player",
+            dialect,
+            players.c.id,
+            players.c.public_id,
+            players.c.username,
+            players.c.display_name,
+            no_flag,
+        ),
+        _names_part("team", dialect, teams.c.id, teams.c.name, no_text, no_text, no_flag),
+        _names_part(
+            "tournament",
+            dialect,
+            tournaments.c.id,
+            tournaments.c.name,
+            no_text,
+            no_text,
+            tournaments.c.is_private,
+        ),
+    )
 
 
 def load_names(session: Session, events: Sequence[EventLike]) -> Names:
@@ -280,15 +309,17 @@ def load_names(session: Session, events: Sequence[EventLike]) -> Names:
     player_ids, team_ids, tournament_ids = referenced_ids(events)
     if not (player_ids or team_ids or tournament_ids):
         return Names()
+    connection = session.connection()
+    dialect = connection.dialect.name
     players: dict[int, PlayerName] = {}
     teams: dict[int, str] = {}
     tournaments: dict[int, TournamentName] = {}
-    rows = session.connection().execute(
-        _NAMES,
+    rows = connection.execute(
+        _names_statement(dialect),
         {
-            "player_ids": sorted(player_ids),
-            "team_ids": sorted(team_ids),
-            "tournament_ids": sorted(tournament_ids),
+            "player_ids": _id_list(player_ids, dialect),
+            "team_ids": _id_list(team_ids, dialect),
+            "tournament_ids": _id_list(tournament_ids, dialect),
         },
     )
     for kind, id_, a, b, c, flag in rows:
@@ -301,17 +332,22 @@ def load_names(session: Session, events: Sequence[EventLike]) -> Names:
     return Names(players=players, teams=teams, tournaments=tournaments)
 
 
-_REVERSALS = select(_events.c.reverses_event_id, _events.c.id).where(
-    _events.c.reverses_event_id.in_(bindparam("ids", expanding=True))
-)
+@cache
+def _reversals_statement(dialect: str):
+    return select(_events.c.reverses_event_id, _events.c.id).where(
+        _in_id_list(_events.c.reverses_event_id, "ids", dialect)
+    )
 
 
 def reversal_links(session: Session, events: Sequence[EventLike]) -> dict[int, int]:
     """Return ``{event id: id of the reversal that undid it}`` for events on a page."""
-    ids = sorted({event.id for event in events if f"{event.event_type}_reversed" in EVENT_TYPES})
+    ids = {event.id for event in events if f"{event.event_type}_reversed" in EVENT_TYPES}
     if not ids:
         return {}
-    return dict(session.connection().execute(_REVERSALS, {"ids": ids}).all())
+    connection = session.connection()
+    dialect = connection.dialect.name
+    statement = _reversals_statement(dialect)
+    return dict(connection.execute(statement, {"ids": _id_list(ids, dialect)}).all())
 
 
 @dataclass(frozen=True)
