@@ -12,6 +12,7 @@ from webapp.extensions import db
 def init_admin(app: Flask) -> Admin:
     """Build the dashboard and every view on ``app``."""
     from webapp.web.admin.home import HomeView
+    from webapp.web.admin.players import PlayersView
     from webapp.web.admin.records import MODEL_VIEWS
 
     admin = Admin(
@@ -26,4 +27,5 @@ def init_admin(app: Flask) -> Admin:
             view_class(model, db, name=name, category=category,
                        endpoint=f"records_{model.__tablename__}")
         )
+    admin.add_view(PlayersView(name="Players", category="Activity", endpoint="players", url="/admin/players"))
     return admin
