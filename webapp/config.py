@@ -70,6 +70,14 @@ class BaseConfig:
         self.RECONCILE_AT = os.environ.get("RECONCILE_AT", "03:00")
         self.RECONCILE_NIGHTLY_FIX = os.environ.get("RECONCILE_NIGHTLY_FIX", "true").lower() == "true"
 
+        # Backfill: source records per batch (one transaction each) and the pause
+        # between batches; it refuses to start inside the peak window (HH:MM-HH:MM
+        # UTC, "off" for none) unless forced, and above this many requests/s.
+        self.BACKFILL_BATCH_SIZE = int(os.environ.get("BACKFILL_BATCH_SIZE", "500"))
+        self.BACKFILL_PAUSE_SECONDS = float(os.environ.get("BACKFILL_PAUSE_SECONDS", "0.05"))
+        self.BACKFILL_PEAK_WINDOW = os.environ.get("BACKFILL_PEAK_WINDOW", "06:00-23:59")
+        self.BACKFILL_MAX_REQUEST_RATE = float(os.environ.get("BACKFILL_MAX_REQUEST_RATE", "50"))
+
     def validate(self) -> None:
         """Refuse to start with settings that are unsafe for this environment."""
         if not self.SECRET_KEY:

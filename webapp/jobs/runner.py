@@ -65,10 +65,13 @@ class JobContext:
 
 def procedures() -> dict[str, Procedure]:
     """The procedure of each job kind."""
+    from webapp.jobs.backfill import backfill_procedure, rollback_procedure
     from webapp.jobs.reconcile import reconcile_procedure
 
     return {
         "reconcile": reconcile_procedure,
+        "backfill": backfill_procedure,
+        "backfill_rollback": rollback_procedure,
     }
 
 

@@ -7,11 +7,12 @@ from flask import Flask, redirect, url_for
 
 def register_web(app: Flask) -> None:
     """Attach blueprints, the dashboard, security headers and error pages to ``app``."""
-    from webapp.web import auth, errors, security
+    from webapp.web import auth, errors, security, traffic
     from webapp.web.admin import init_admin
 
     auth.init_app(app)
     security.init_app(app)
+    traffic.init_app(app)
     errors.init_app(app)
     init_admin(app)
 

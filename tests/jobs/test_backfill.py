@@ -1,0 +1,600 @@
+"""Backfill: history becomes the events live traffic would have made, in committed, resumable batches."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import func, select
+
+from tests.conftest import T0
+from webapp.domain import backfill, jobs
+from webapp.domain.audit import SYSTEM
+from webapp.domain.backfill import BackfillRefused, BackfillScope, Safeguards
+from webapp.domain.demo import generate_demo_data
+from webapp.domain.errors import Conflict, Invalid
+from webapp.domain.projection import expected_stats
+from webapp.domain.reconciliation import find_drift
+from webapp.domain.recording import NewEvent, record_event
+from webapp.domain.results import record_match_result
+from webapp.extensions import db
+from webapp.jobs.queue import enqueue_run, start_in_process_consumer
+from webapp.jobs.runner import execute_run
+from webapp.models import ActivityEvent, AuditEntry, Base, JobRun, PlayerStats, TeamMembership
+from webapp.transaction import unit_of_work
+from webapp.web.traffic import current_request_rate
+
+OFF_PEAK = datetime(2026, 3, 3, 3, 0, tzinfo=UTC)
+PEAK = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)
+QUIET = Safeguards(now=OFF_PEAK)
+ALL_HISTORY = BackfillScope()
+
+
+# Helpers: start and run backfills the way the CLI and the dashboard do.
+
+
+def start(session, scope=ALL_HISTORY, *, batch_size=500, safeguards=QUIET, **options) -> int:
+    with unit_of_work(session):
+        return backfill.start_backfill(session, SYSTEM, scope, safeguards=safeguards, batch_size=batch_size,
+                                       pause_seconds=0, **options).id
+
+
+def run_backfill(session, scope=ALL_HISTORY, *, batch_size=500, listeners=None) -> JobRun:
+    run = execute_run(session, start(session, scope, batch_size=batch_size), listeners=listeners)
+    session.rollback()
+    return run
+
+
+def resume(session, run_id) -> JobRun:
+    with unit_of_work(session):
+        backfill.resume_backfill(session, SYSTEM, run_id, safeguards=QUIET)
+    run = execute_run(session, run_id)
+    session.rollback()
+    return run
+
+
+def roll_back(session, run_id, batch_size=500) -> JobRun:
+    with unit_of_work(session):
+        rollback_id = backfill.start_rollback(session, SYSTEM, run_id, batch_size=batch_size).id
+    run = execute_run(session, rollback_id)
+    session.rollback()
+    return run
+
+
+def events(session, **where) -> list[ActivityEvent]:
+    statement = select(ActivityEvent).filter_by(**where).order_by(ActivityEvent.id)
+    found = list(session.scalars(statement))
+    session.rollback()
+    return found
+
+
+def event_count(session, **where) -> int:
+    n = session.scalar(select(func.count()).select_from(ActivityEvent).filter_by(**where))
+    session.rollback()
+    return n
+
+
+def types_of(session, player, **where) -> list[str]:
+    return sorted(e.event_type for e in events(session, player_id=player.id, **where))
+
+
+def stored_stats(session) -> dict[tuple[int, str], dict[str, int]]:
+    found = {(s.player_id, s.scope): s.as_dict() for s in session.scalars(select(PlayerStats))}
+    session.rollback()
+    return {key: values for key, values in found.items() if any(values.values())}
+
+
+def assert_stats_exact(session) -> None:
+    """Stats agree with the events, stat by stat, and reconciliation finds no drift."""
+    assert stored_stats(session) == expected_stats(session)
+    assert find_drift(session).drifts == []
+    session.rollback()
+
+
+def ledger(session, run_id):
+    lines = backfill.ledger(session, run_id)
+    session.rollback()
+    return lines
+
+
+def parity(session, run_id):
+    report = backfill.parity_check(session, run_id)
+    session.rollback()
+    return report
+
+
+def assert_every_batch_whole(session, run_id) -> None:
+    """Each committed ledger line's events are all stored: no batch was half written."""
+    for line in ledger(session, run_id):
+        if not line.committed or line.first_event_id is None:
+            continue
+        stored = session.scalar(
+            select(func.count()).select_from(ActivityEvent).where(
+                ActivityEvent.origin == "backfill", ActivityEvent.origin_id == run_id,
+                ActivityEvent.id.between(line.first_event_id, line.last_event_id),
+            )
+        )
+        assert stored == line.counts.events_inserted, f"batch {line.batch_no}"
+    session.rollback()
+
+
+# A hand-made history with every rule in it.
+
+
+@dataclass
+class History:
+    players: dict
+    solo: object
+    cup: object
+    won_match: object
+    forfeit: object
+    scheduled: object
+    team_match: object
+    red: object
+
+
+@pytest.fixture
+def history(session, make_player, make_team, make_tournament, make_match, make_registration,
+            make_result) -> History:
+    p = {name: make_player(name) for name in (
+        "alice", "bob", "gina", "hank", "carol", "dave", "erin", "frank", "ivan", "judy")}
+    solo = make_tournament("Solo Open")
+    for name, status in (("alice", "checked_in"), ("bob", "completed"), ("gina", "no_show"),
+                         ("hank", "withdrawn")):
+        make_registration(solo, p[name], status)
+    won_match = make_match(solo, p["alice"], p["bob"], winner="a", round="SF")
+    forfeit = make_match(solo, p["alice"], p["bob"], winner="b", state="forfeit", round="F")
+    scheduled = make_match(solo, p["alice"], p["bob"], state="scheduled", round="X")
+    make_result(solo, p["alice"])
+
+    # Red at the time of the cup: carol and dave. Frank left before it, erin joined after.
+    red = make_team("Red", [p["carol"], p["dave"]])
+    session.add_all([
+        TeamMembership(team_id=red.id, player_id=p["frank"].id, joined_at=T0 - timedelta(days=300),
+                       left_at=T0 - timedelta(days=30)),
+        TeamMembership(team_id=red.id, player_id=p["erin"].id, joined_at=T0 + timedelta(days=10)),
+    ])
+    session.commit()
+    blue = make_team("Blue", [p["ivan"], p["judy"]])
+    cup = make_tournament("Private Cup", is_private=True, is_team_based=True)
+    make_registration(cup, red)
+    make_registration(cup, blue)
+    team_match = make_match(cup, red, blue, winner="a", round="F", is_final=True)
+    make_result(cup, red)
+    return History(p, solo, cup, won_match, forfeit, scheduled, team_match, red)
+
+
+# The rules: the same taxonomy and services as live traffic.
+
+
+def test_completed_matches_give_won_and_lost_and_forfeits_only_forfeit_events(session, history):
+    run = run_backfill(session)
+    assert run.status == "succeeded", run.error
+    by_source = {
+        (e.source_id, e.player_id): e.event_type for e in events(session, source_model="match")
+    }
+    alice, bob = history.players["alice"].id, history.players["bob"].id
+    assert by_source[(history.won_match.id, alice)] == "match_won"
+    assert by_source[(history.won_match.id, bob)] == "match_lost"
+    assert by_source[(history.forfeit.id, bob)] == "match_forfeit_won"
+    assert by_source[(history.forfeit.id, alice)] == "match_forfeit_lost"
+    assert run.result["rejected_forfeit"] == 1
+    assert all(e.origin == "backfill" and e.origin_id == run.id for e in events(session))
+
+
+def test_undecided_matches_give_no_events_and_are_counted_as_skipped(session, history):
+    run = run_backfill(session)
+    assert event_count(session, source_model="match", source_id=history.scheduled.id) == 0
+    assert run.result["skipped_undecided"] == 1
+
+
+def test_no_shows_and_withdrawals_never_complete_the_tournament(session, history):
+    run = run_backfill(session)
+    p = history.players
+    assert types_of(session, p["gina"]) == ["tournament_registered"]
+    assert types_of(session, p["hank"]) == ["tournament_registered"]
+    assert "tournament_completed" in types_of(session, p["bob"])
+    assert run.result["rejected_no_show"] == 2
+
+
+def test_team_results_reach_the_members_at_the_time(session, history):
+    run_backfill(session)
+    p = history.players
+    for member in ("carol", "dave"):
+        assert types_of(session, p[member], tournament_id=history.cup.id) == [
+            "match_won", "tournament_checked_in", "tournament_completed", "tournament_registered",
+            "tournament_won",
+        ]
+        assert {e.team_id for e in events(session, player_id=p[member].id)} == {history.red.id}
+    assert types_of(session, p["frank"]) == []
+    assert types_of(session, p["erin"]) == []
+
+
+def test_private_tournaments_stay_private(session, history):
+    run_backfill(session)
+    cup_events = events(session, tournament_id=history.cup.id)
+    assert cup_events and all(e.is_private for e in cup_events)
+    carol = history.players["carol"].id
+    stats = stored_stats(session)
+    assert stats[(carol, "all")]["team_tournament_wins"] == 1
+    assert (carol, "public") not in stats
+
+
+def test_the_backfill_gives_exactly_the_events_and_stats_live_traffic_gave(session):
+    """Demo data is recorded through the live services; wiped and backfilled, it comes back the same."""
+    with unit_of_work(session):
+        generate_demo_data(session, scale=0.01, seed=11)
+    columns = ("player_id", "event_type", "source_model", "source_id", "occurred_at", "team_id",
+               "tournament_id", "is_private", "details")
+
+    def facts() -> set[tuple]:
+        found = {tuple(repr(getattr(e, c)) for c in columns) for e in session.scalars(select(ActivityEvent))}
+        session.rollback()
+        return found
+
+    live_facts, live_stats = facts(), stored_stats(session)
+    with unit_of_work(session):
+        for table in ("data_quality_findings", "activity_events", "player_stats"):
+            session.execute(sa.text(f"DELETE FROM {table}"))
+
+    run = run_backfill(session, batch_size=97)
+    assert run.status == "succeeded", run.error
+    assert facts() == live_facts
+    assert stored_stats(session) == live_stats
+    assert run.result["parity_ok"], run.result["parity_flags"]
+    assert run.result["events_inserted"] == len(live_facts)
+    assert_stats_exact(session)
+
+
+# The dry run.
+
+
+def _row_counts(session) -> dict[str, int]:
+    counts = {
+        table.name: session.scalar(select(func.count()).select_from(table))
+        for table in Base.metadata.sorted_tables
+    }
+    session.rollback()
+    return counts
+
+
+def test_the_dry_run_reports_what_would_happen_and_writes_nothing(app, session, history):
+    before = _row_counts(session)
+    statements: list[str] = []
+
+    def watch(_conn, _cursor, statement, *_args):
+        statements.append(statement.lstrip().split(None, 1)[0].upper())
+
+    sa.event.listen(db.engine, "before_cursor_execute", watch)
+    try:
+        report = backfill.preview(session, BackfillScope(), batch_size=4, sample_size=3)
+        session.rollback()
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", watch)
+
+    assert not {"INSERT", "UPDATE", "DELETE"} & set(statements), "a dry run must not write"
+    assert _row_counts(session) == before
+    assert report.events_by_type["match_won"] == 3  # alice alone, carol and dave for Red
+    assert report.events_by_type["match_forfeit_won"] == 1
+    assert report.players_affected == 8  # frank and erin were not on Red at the time
+    assert report.stat_changes["all"]["team_tournament_wins"] == 2
+    assert "team_tournament_wins" not in report.stat_changes["public"]  # the cup was private
+    assert len(report.sample) == 3
+    assert report.counts.rejected_forfeit == 1 and report.counts.rejected_no_show == 2
+    assert report.counts.skipped_undecided == 1 and report.counts.failed == 0
+
+
+def test_the_dry_run_numbers_are_what_the_run_then_does(session, history):
+    report = backfill.preview(session, BackfillScope(), batch_size=3)
+    session.rollback()
+    run = run_backfill(session, batch_size=3)
+    assert run.result["events_by_type"] == report.events_by_type
+    assert run.result["events_inserted"] == report.events_to_create
+    totals = {}
+    for (_player, scope), values in stored_stats(session).items():
+        for stat, value in values.items():
+            totals.setdefault(scope, {}).setdefault(stat, 0)
+            totals[scope][stat] += value
+    assert {s: {k: v for k, v in t.items() if v} for s, t in totals.items()} == report.stat_changes
+
+
+# Batches, checkpoints, resume and idempotency.
+
+
+def test_each_batch_is_committed_with_its_ledger_line_and_checkpoint(session, history):
+    run = run_backfill(session, batch_size=4)
+    lines = ledger(session, run.id)
+    rows = backfill.count_source_rows(session, BackfillScope())
+    assert [line.batch_no for line in lines] == list(range(1, len(lines) + 1))
+    assert len(lines) == -(-rows // 4)
+    assert sum(line.counts.rows_read for line in lines) == rows == run.progress_done
+    assert sum(line.counts.events_inserted for line in lines) == event_count(session, origin_id=run.id)
+    assert run.checkpoint == lines[-1].position.as_checkpoint()
+    assert_every_batch_whole(session, run.id)
+    assert_stats_exact(session)
+
+
+def test_a_cancelled_run_resumes_from_its_checkpoint_without_duplicates(session, history):
+    expected = backfill.preview(session, BackfillScope()).events_to_create
+    session.rollback()
+    run_id = start(session, batch_size=3)
+
+    def cancel_after_two_batches(done: int, _total) -> None:
+        if done == 6:  # inside the second batch's transaction, as staff pressing cancel then
+            jobs.request_cancel(session, SYSTEM, run_id)
+
+    first = execute_run(session, run_id, listeners=[cancel_after_two_batches])
+    session.rollback()
+    assert first.status == "cancelled"
+    assert len(ledger(session, run_id)) == 2
+    assert 0 < event_count(session) < expected
+
+    again = resume(session, run_id)
+    assert again.status == "succeeded", again.error
+    assert [line.batch_no for line in ledger(session, run_id)] == list(range(1, len(ledger(session, run_id)) + 1))
+    assert event_count(session) == expected
+    assert again.result["rows_read"] == backfill.count_source_rows(session, BackfillScope())
+    assert again.result["parity_ok"], again.result["parity_flags"]
+    assert_stats_exact(session)
+
+
+def test_running_a_finished_backfill_again_creates_nothing(session, history):
+    first = run_backfill(session)
+    stats = stored_stats(session)
+    second = run_backfill(session)
+    assert second.status == "succeeded"
+    assert second.result["events_inserted"] == 0
+    assert second.result["duplicates"] == first.result["events_inserted"]
+    assert event_count(session) == first.result["events_inserted"]
+    assert stored_stats(session) == stats
+    assert second.result["parity_ok"], second.result["parity_flags"]
+
+
+def test_facts_already_recorded_live_are_duplicates_and_keep_their_origin(session, history):
+    with unit_of_work(session):
+        live = record_match_result(session, history.won_match.id)
+    run = run_backfill(session)
+    assert run.result["duplicates"] == len(live.recorded)
+    assert {e.origin for e in events(session, source_model="match", source_id=history.won_match.id)} == {"live"}
+    assert run.result["parity_ok"], run.result["parity_flags"]
+    assert_stats_exact(session)
+
+
+def test_a_scope_limits_the_run_to_its_tournaments(session, history):
+    run = run_backfill(session, BackfillScope(tournament_from=history.cup.id))
+    assert {e.tournament_id for e in events(session)} == {history.cup.id}
+    assert run.result["parity_ok"], run.result["parity_flags"]
+    before = BackfillScope(before=T0 - timedelta(days=1))
+    assert backfill.preview(session, before).counts.rows_read == 0
+    session.rollback()
+
+
+def test_a_backfill_queued_for_the_workers_is_run_by_the_consumer(app, session, history):
+    consumer = start_in_process_consumer(app, workers=1)
+    try:
+        run_id = start(session)
+        enqueue_run(app, run_id)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            run = session.get(JobRun, run_id)
+            if run.is_finished:
+                break
+            session.rollback()
+            time.sleep(0.05)
+    finally:
+        consumer.stop(graceful=True)
+    assert run.status == "succeeded", run.error
+    assert run.result["events_inserted"] == event_count(session, origin_id=run_id) > 0
+
+
+# Safeguards.
+
+
+@pytest.mark.parametrize(
+    ("window", "now", "refused"),
+    [
+        ("06:00-23:59", PEAK, True),
+        ("06:00-23:59", OFF_PEAK, False),
+        ("06:00-23:59", datetime(2026, 3, 3, 23, 59, 30, tzinfo=UTC), True),
+        ("06:00-23:59", datetime(2026, 3, 3, 6, 0, tzinfo=UTC), True),
+        ("06:00-23:59", datetime(2026, 3, 3, 5, 59, tzinfo=UTC), False),
+        ("22:00-04:00", datetime(2026, 3, 3, 2, 0, tzinfo=UTC), True),
+        ("22:00-04:00", PEAK, False),
+        ("off", PEAK, False),
+    ],
+)
+def test_the_peak_window_refuses_a_start(session, history, window, now, refused):
+    safeguards = Safeguards(now=now, peak_window=window)
+    if refused:
+        with pytest.raises(BackfillRefused, match="peak window"):
+            start(session, safeguards=safeguards)
+        assert session.scalar(select(func.count()).select_from(JobRun)) == 0
+    else:
+        assert start(session, safeguards=safeguards)
+
+
+def test_forcing_starts_inside_the_peak_window_and_is_recorded(session, history):
+    run_id = start(session, safeguards=Safeguards(now=PEAK, force=True))
+    run = session.get(JobRun, run_id)
+    assert run.params["forced_in_peak_window"] is True
+    audit = session.scalars(select(AuditEntry).where(AuditEntry.action == "job.backfill.queue")).one()
+    assert audit.details["params"]["forced_in_peak_window"] is True
+
+
+def test_a_request_rate_above_the_limit_refuses_even_a_forced_start(app, client, session, history):
+    first = time.time()
+    for _ in range(30):
+        assert client.get("/").status_code == 302
+    last = time.time()
+    rate = current_request_rate(app, now=last)
+    assert last - first > 4 or rate >= 30 / 5
+    busy = Safeguards(now=OFF_PEAK, request_rate=rate, max_request_rate=5, force=True)
+    with pytest.raises(BackfillRefused, match="requests/s, above the backfill limit of 5/s"):
+        start(session, safeguards=busy)
+    quiet_later = current_request_rate(app, now=last + 60)
+    assert quiet_later == 0
+    assert start(session, safeguards=Safeguards(now=OFF_PEAK, request_rate=quiet_later, max_request_rate=5))
+
+
+def test_the_typed_number_of_events_must_match_what_would_be_created(session, history):
+    expected = backfill.preview(session, BackfillScope()).events_to_create
+    session.rollback()
+    with pytest.raises(Invalid, match=f"says {expected + 1:,} events, but the backfill would create {expected:,}"):
+        start(session, confirmed_events=expected + 1)
+    assert session.scalar(select(func.count()).select_from(JobRun)) == 0
+    assert start(session, confirmed_events=expected)
+
+
+def test_only_one_backfill_runs_at_a_time(session, history):
+    first = start(session)
+    with pytest.raises(Conflict, match=f"backfill run {first} is queued"):
+        start(session)
+
+
+# Failures: refused records, a database that refuses a write, both leave the data consistent.
+
+
+def test_records_the_services_refuse_are_counted_failed_and_the_run_goes_on_with_a_parity_flag(
+    session, history, make_team, make_tournament, make_registration, make_match, make_result
+):
+    ghost = make_team("Ghosts", [history.players["ivan"]], joined_at=T0 + timedelta(days=10))
+    league = make_tournament("League", is_team_based=True)
+    make_registration(league, history.red)
+    make_registration(league, ghost)
+    make_match(league, history.red, ghost, winner="a")
+    make_result(league, history.red)
+    run = run_backfill(session, batch_size=3)
+    assert run.status == "succeeded", run.error
+    assert run.result["failed"] == 3  # the Ghosts' registration, their match, the league's result
+    errors = [error for line in ledger(session, run.id) for error in line.errors]
+    assert len(errors) == 3 and all("had no members" in error for error in errors)
+    assert not run.result["parity_ok"]
+    assert any(flag.startswith("completed matches x 2 sides") for flag in run.result["parity_flags"])
+    assert event_count(session, tournament_id=history.cup.id) > 0  # the rest was recorded
+    assert_stats_exact(session)
+
+
+@pytest.fixture
+def refuse_events_of(session, backend):
+    """Make the database refuse inserting events of one tournament, as a failing disk or a bad deploy would."""
+    created = []
+
+    def refuse(tournament_id: int) -> None:
+        if backend == "sqlite":
+            session.execute(sa.text(
+                "CREATE TRIGGER test_refuse_events BEFORE INSERT ON activity_events "
+                f"WHEN NEW.tournament_id = {tournament_id} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            ))
+        else:
+            session.execute(sa.text(
+                "CREATE FUNCTION test_refuse_events() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF NEW.tournament_id = {tournament_id} THEN RAISE EXCEPTION 'refused by the test'; END IF; "
+                "RETURN NEW; END $$"
+            ))
+            session.execute(sa.text(
+                "CREATE TRIGGER test_refuse_events BEFORE INSERT ON activity_events "
+                "FOR EACH ROW EXECUTE FUNCTION test_refuse_events()"
+            ))
+        session.commit()
+        created.append(tournament_id)
+
+    def remove() -> None:
+        if created:
+            session.rollback()
+            session.execute(sa.text("DROP TRIGGER IF EXISTS test_refuse_events"
+                                    + (" ON activity_events" if backend == "postgresql" else "")))
+            if backend == "postgresql":
+                session.execute(sa.text("DROP FUNCTION IF EXISTS test_refuse_events()"))
+            session.commit()
+            created.clear()
+
+    refuse.remove = remove
+    yield refuse
+    remove()
+
+
+def test_a_database_refusing_a_write_fails_the_run_and_resume_completes_it(session, history, refuse_events_of):
+    expected = backfill.preview(session, BackfillScope()).events_to_create
+    session.rollback()
+    refuse_events_of(history.cup.id)
+    run = run_backfill(session, batch_size=3)
+    assert run.status == "failed"
+    assert "refused by the test" in run.error
+    lines = ledger(session, run.id)
+    assert [line.committed for line in lines] == [True] * (len(lines) - 1) + [False]
+    assert "refused by the test" in lines[-1].errors[0]
+    assert event_count(session, tournament_id=history.cup.id) == 0
+    assert event_count(session) == sum(line.counts.events_inserted for line in lines) > 0
+    assert_every_batch_whole(session, run.id)
+    assert_stats_exact(session)
+
+    refuse_events_of.remove()
+    again = resume(session, run.id)
+    assert again.status == "succeeded", again.error
+    assert event_count(session) == expected
+    assert again.result["parity_ok"], again.result["parity_flags"]
+    assert_stats_exact(session)
+
+
+# Rollback.
+
+
+def test_a_rollback_removes_only_the_runs_events_and_takes_their_stats_back_out(session, history):
+    with unit_of_work(session):
+        record_match_result(session, history.won_match.id)  # live before the backfill
+    live_stats = stored_stats(session)
+    run = run_backfill(session)
+    assert event_count(session, origin="backfill") > 0
+
+    rollback = roll_back(session, run.id, batch_size=4)
+    assert rollback.status == "succeeded", rollback.error
+    assert rollback.result["events_deleted"] == run.result["events_inserted"]
+    assert event_count(session, origin="backfill") == 0
+    assert event_count(session, origin="live") == 2
+    assert stored_stats(session) == live_stats
+    assert_stats_exact(session)
+    audit = session.scalars(select(AuditEntry).where(AuditEntry.action == "backfill.rollback")).one()
+    assert (audit.target_id, audit.details["events_deleted"]) == (run.id, run.result["events_inserted"])
+    with pytest.raises(Conflict, match="was rolled back"):
+        resume(session, run.id)
+
+
+def _reverse_one_event(session, run_id) -> ActivityEvent:
+    won = next(e for e in events(session, origin_id=run_id) if e.event_type == "match_won")
+    with unit_of_work(session):
+        record_event(session, NewEvent(
+            player_id=won.player_id, event_type="match_won_reversed", occurred_at=T0 + timedelta(days=5),
+            source_model="dispute", source_id=1, origin="dispute", origin_id=1, reverses_event_id=won.id,
+            metadata={"match_id": won.source_id},
+        ))
+    return won
+
+
+def test_a_rollback_is_refused_when_a_dispute_reversed_one_of_the_runs_events(session, history):
+    run = run_backfill(session)
+    won = _reverse_one_event(session, run.id)
+    with pytest.raises(Conflict, match=f"event {won.id} \\(match_won of player {won.player_id}\\) was reversed"):
+        roll_back(session, run.id)
+    assert event_count(session, origin="backfill") == run.result["events_inserted"]
+    assert_stats_exact(session)
+
+
+def test_a_rollback_stops_with_nothing_deleted_when_a_dispute_comes_first(session, history):
+    run = run_backfill(session)
+    with unit_of_work(session):
+        rollback_id = backfill.start_rollback(session, SYSTEM, run.id).id
+    _reverse_one_event(session, run.id)  # resolved while the rollback waited in the queue
+    rollback = execute_run(session, rollback_id)
+    assert rollback.status == "failed"
+    assert "corrected after a dispute" in rollback.error
+    assert event_count(session, origin="backfill") == run.result["events_inserted"]
+    assert_stats_exact(session)
+
+
+def test_a_running_backfill_cannot_be_rolled_back(session, history):
+    run_id = start(session)
+    with pytest.raises(Conflict, match="cancel it and wait"):
+        backfill.plan_rollback(session, run_id)
