@@ -624,3 +624,40 @@ def test_gets_never_write_except_the_audit_of_full_views(client, sign_in, sessio
         assert client.get(url).status_code == 200
     session.rollback()
     assert session.scalar(select(func.count()).select_from(AuditEntry)) == before
+
+
+def test_a_player_page_costs_the_same_statements_whatever_its_events_refer_to(
+    client, sign_in, session, make_player, make_tournament, count_queries
+):
+    alice = make_player("alice")
+    rivals = [make_player(f"rival{n}") for n in range(25)]
+    cups = [make_tournament(f"Cup {n}", is_private=n % 2 == 0) for n in range(25)]
+    record(
+        session,
+        [
+            match_event(
+                alice,
+                n,
+                at=T0 + timedelta(minutes=n),
+                opponents=[rivals[n]],
+                tournament_id=cups[n].id,
+            )
+            for n in range(25)
+        ],
+    )
+    sign_in("admin")
+    client.get(page_url(alice))  # the session's first request also loads what it caches
+
+    def statements(**args) -> int:
+        with count_queries() as counter:
+            assert client.get(page_url(alice), query_string=args).status_code == 200
+        return counter["n"]
+
+    redacted = statements(tournament=cups[1].id), statements()
+    reveal(client, alice, "counting statements")
+    full = statements(tournament=cups[1].id), statements()
+
+    # Names are looked up in one statement, not one per event; a full view adds its
+    # audit entry's transaction and the reloads that follow a commit, whatever the page holds.
+    assert redacted[0] == redacted[1]
+    assert full[0] == full[1]
