@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import event as sa_event
 
 from tests.conftest import T0
+from webapp.domain.cursors import encode_cursor
 from webapp.domain.errors import Invalid, NotFound
 from webapp.domain.players import player_profile, search_players
 from webapp.domain.recording import NewEvent, record_event
@@ -140,6 +141,15 @@ def test_bad_search_input_is_invalid(session, people, kwargs, message):
 def test_an_overlong_query_is_invalid(session):
     with pytest.raises(Invalid, match="longer than"):
         search_players(session, "x" * 255)
+
+
+def test_a_nul_character_is_invalid_rather_than_a_database_error(session, people):
+    with pytest.raises(Invalid, match="NUL"):
+        search_players(session, "al\x00")
+    with pytest.raises(Invalid, match="invalid cursor"):
+        search_players(session, "al", cursor=encode_cursor({"username": "a\x00", "id": 1}))
+    with pytest.raises(Invalid):
+        player_profile(session, "DC-25\x00")
 
 
 def test_search_reads_the_search_indexes(session, people, backend):

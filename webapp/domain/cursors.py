@@ -42,7 +42,7 @@ def decode_cursor(cursor: str, fields: Mapping[str, type]) -> dict[str, Any]:
         value = position[name]
         if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
             raise Invalid(f"invalid cursor: {problem}")
-        if kind is str and not isinstance(value, str):
+        if kind is str and (not isinstance(value, str) or "\x00" in value):
             raise Invalid(f"invalid cursor: {problem}")
         if kind is datetime:
             position[name] = _aware_datetime(value, problem)

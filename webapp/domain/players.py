@@ -60,6 +60,8 @@ def search_players(
     if not isinstance(query, str):
         raise Invalid("the search query must be text")
     query = query.strip()
+    if "\x00" in query:  # PostgreSQL text cannot hold it; refuse it on both databases
+        raise Invalid("the search query contains a NUL character")
     if len(query) > MAX_QUERY_LENGTH:
         raise Invalid(f"the search query is longer than {MAX_QUERY_LENGTH} characters")
     fields = tuple(dict.fromkeys(fields))
@@ -164,7 +166,7 @@ def player_profile(session: Session, key: int | str) -> PlayerProfile:
 def _find_player(session: Session, key: Any) -> Player:
     if isinstance(key, int) and not isinstance(key, bool):
         player = session.get(Player, key)
-    elif isinstance(key, str) and key.strip():
+    elif isinstance(key, str) and key.strip() and "\x00" not in key:
         wanted = _lower_like_database(key.strip(), session.get_bind().dialect.name)
         player = session.scalars(select(Player).where(Player.search_public_id == wanted)).first()
     else:
