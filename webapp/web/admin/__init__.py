@@ -11,6 +11,7 @@ from webapp.extensions import db
 
 def init_admin(app: Flask) -> Admin:
     """Build the dashboard and every view on ``app``."""
+    from webapp.web.admin.api_tokens import ApiTokensView
     from webapp.web.admin.home import HomeView
     from webapp.web.admin.players import PlayersView
     from webapp.web.admin.records import MODEL_VIEWS
@@ -28,4 +29,6 @@ def init_admin(app: Flask) -> Admin:
                        endpoint=f"records_{model.__tablename__}")
         )
     admin.add_view(PlayersView(name="Players", category="Activity", endpoint="players", url="/admin/players"))
+    admin.add_view(ApiTokensView(name="API tokens", category="Administration", endpoint="api_tokens",
+                                 url="/admin/api-tokens"))
     return admin
