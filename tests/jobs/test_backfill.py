@@ -36,10 +36,10 @@ ALL_HISTORY = BackfillScope()
 # Helpers: start and run backfills the way the CLI and the dashboard do.
 
 
-def start(session, scope=ALL_HISTORY, *, batch_size=500, safeguards=QUIET, **options) -> int:
+def start(session, scope=ALL_HISTORY, *, batch_size=500, safeguards=QUIET, pause_seconds=0, **options) -> int:
     with unit_of_work(session):
         return backfill.start_backfill(session, SYSTEM, scope, safeguards=safeguards, batch_size=batch_size,
-                                       pause_seconds=0, **options).id
+                                       pause_seconds=pause_seconds, **options).id
 
 
 def run_backfill(session, scope=ALL_HISTORY, *, batch_size=500, listeners=None) -> JobRun:
@@ -315,6 +315,17 @@ def test_each_batch_is_committed_with_its_ledger_line_and_checkpoint(session, hi
     assert run.checkpoint == lines[-1].position.as_checkpoint()
     assert_every_batch_whole(session, run.id)
     assert_stats_exact(session)
+
+
+def test_the_run_pauses_between_batches(session, history):
+    run_id = start(session, batch_size=4, pause_seconds=0.2)
+    started = time.monotonic()
+    run = execute_run(session, run_id)
+    elapsed = time.monotonic() - started
+    session.rollback()
+    batches = run.result["batches"]
+    assert batches == 3  # 12 source records
+    assert elapsed >= batches * 0.2
 
 
 def test_a_cancelled_run_resumes_from_its_checkpoint_without_duplicates(session, history):
