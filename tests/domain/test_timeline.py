@@ -18,6 +18,7 @@ from webapp.domain.timeline import (
     TimelineFilters,
     feed_page,
     load_names,
+    names_and_reversal_links,
     reversal_links,
     timeline_page,
 )
@@ -349,6 +350,46 @@ def test_reversal_links_say_which_event_undid_which(session, make_player):
     assert f"#{won}" in by_id[reversal]["summary"]
 
 
+def test_names_and_reversal_links_of_a_page_come_from_one_statement(
+    session, make_player, make_tournament, count_queries
+):
+    alice, bob = make_player("alice"), make_player("bob")
+    cup = make_tournament("Spring Cup")
+    won, _ = record(
+        session,
+        [
+            match_event(alice, 1, opponents=[bob], tournament_id=cup.id),
+            match_event(alice, 2, opponents=[bob]),
+        ],
+    )
+    [reversal] = record(
+        session,
+        [
+            NewEvent(
+                player_id=alice.id,
+                event_type="match_won_reversed",
+                occurred_at=T0 + timedelta(days=1),
+                source_model="dispute",
+                source_id=5,
+                origin="dispute",
+                origin_id=5,
+                metadata={"match_id": 1},
+                reverses_event_id=won,
+            ),
+        ],
+    )
+    events = timeline_page(session, alice.id).events
+
+    with count_queries() as counter:
+        names, reversed_by = names_and_reversal_links(session, events)
+
+    assert counter["n"] == 1
+    assert reversed_by == {won: reversal} == reversal_links(session, events)
+    assert names == load_names(session, events)
+    assert names.players[bob.id].username == "bob"
+    assert names.tournaments[cup.id].name == "Spring Cup"
+
+
 def test_statements_per_feed_page_do_not_grow_with_the_page_size(
     session, make_player, make_team, make_tournament, count_queries
 ):
@@ -387,7 +428,7 @@ def test_statements_per_feed_page_do_not_grow_with_the_page_size(
         assert len(page.items) == limit
         counts[limit] = counter["n"]
 
-    assert counts[1] == counts[5] == counts[20] == 3  # keyset, names, reversals
+    assert counts[1] == counts[5] == counts[20] == 2  # keyset; names and reversals
 
 
 def test_a_private_feed_is_refused_to_the_public_and_other_players(session, make_player):

@@ -1,16 +1,15 @@
 """A player's event timeline: newest first, keyset-paginated, filtered.
 
-One page costs a constant number of statements whatever its size:
+One page costs two statements whatever its size:
 
-1. the keyset query on ``ix_activity_events_player_timeline``
+1. ``timeline_page``: the keyset query on ``ix_activity_events_player_timeline``
    (player_id, occurred_at, id), ``LIMIT n + 1`` to learn whether more
    follow; never OFFSET, never COUNT(*);
-2. ``load_names``: one statement for the names of every player, team and
-   tournament the page refers to;
-3. optionally ``reversal_links``: one statement for the reversals that undid
-   events on the page.
+2. ``names_and_reversal_links``: one statement for the names of every player,
+   team and tournament the page refers to (``load_names`` alone) and for the
+   reversals that undid events on the page (``reversal_links`` alone).
 
-``feed_page`` does all three and presents the events for a viewer through
+``feed_page`` does both and presents the events for a viewer through
 ``webapp.domain.privacy``; the API and the dashboard both call it.
 """
 
@@ -265,7 +264,7 @@ def _id_list(ids: Iterable[int], dialect: str) -> list[int] | str:
     return ids if dialect == "postgresql" else json.dumps(ids)
 
 
-def _names_part(kind: str, dialect: str, id_column, a, b, c, flag):
+def _lookup_part(kind: str, dialect: str, id_column, a, b, c, flag, ref):
     # Same labels in every part, so the union's columns line up on both databases.
     return select(
         literal(kind, String()).label("kind"),
@@ -274,80 +273,120 @@ def _names_part(kind: str, dialect: str, id_column, a, b, c, flag):
         b.label("b"),
         c.label("c"),
         flag.label("flag"),
+        ref.label("ref"),
     ).where(_in_id_list(id_column, f"{kind}_ids", dialect))
 
 
-@cache
-def _names_statement(dialect: str):
-    no_text, no_flag = cast(null(), String()), cast(null(), Boolean)
-    players, teams, tournaments = Player.__table__, Team.__table__, Tournament.__table__
-    return union_all(
-        _names_part(
-            "player",
-            dialect,
-            players.c.id,
-            players.c.public_id,
-            players.c.username,
-            players.c.display_name,
-            no_flag,
-        ),
-        _names_part("team", dialect, teams.c.id, teams.c.name, no_text, no_text, no_flag),
-        _names_part(
-            "tournament",
-            dialect,
-            tournaments.c.id,
-            tournaments.c.name,
-            no_text,
-            no_text,
-            tournaments.c.is_private,
-        ),
+def _lookup_parts(dialect: str, *, names: bool, reversals: bool) -> list:
+    no_text, no_flag, no_ref = (
+        cast(null(), String()),
+        cast(null(), Boolean),
+        cast(null(), BigInteger),
     )
+    players, teams, tournaments = Player.__table__, Team.__table__, Tournament.__table__
+    parts = []
+    if names:
+        parts += [
+            _lookup_part(
+                "player",
+                dialect,
+                players.c.id,
+                players.c.public_id,
+                players.c.username,
+                players.c.display_name,
+                no_flag,
+                no_ref,
+            ),
+            _lookup_part(
+                "team", dialect, teams.c.id, teams.c.name, no_text, no_text, no_flag, no_ref
+            ),
+            _lookup_part(
+                "tournament",
+                dialect,
+                tournaments.c.id,
+                tournaments.c.name,
+                no_text,
+                no_text,
+                tournaments.c.is_private,
+                no_ref,
+            ),
+        ]
+    if reversals:
+        # id: the event undone; ref: the reversal that undid it.
+        parts.append(
+            _lookup_part(
+                "reversed",
+                dialect,
+                _events.c.reverses_event_id,
+                no_text,
+                no_text,
+                no_text,
+                no_flag,
+                _events.c.id,
+            )
+        )
+    return parts
 
 
-def load_names(session: Session, events: Sequence[EventLike]) -> Names:
-    """Look up, in one statement, the names of everything ``events`` refer to."""
-    player_ids, team_ids, tournament_ids = referenced_ids(events)
-    if not (player_ids or team_ids or tournament_ids):
-        return Names()
+@cache
+def _lookup_statement(dialect: str, names: bool, reversals: bool):
+    parts = _lookup_parts(dialect, names=names, reversals=reversals)
+    return parts[0] if len(parts) == 1 else union_all(*parts)
+
+
+def _look_up(
+    session: Session, events: Sequence[EventLike], *, names: bool, reversals: bool
+) -> tuple[Names, dict[int, int]]:
+    """Run one statement for the names and/or reversal links a page needs."""
+    player_ids, team_ids, tournament_ids = referenced_ids(events) if names else ((), (), ())
+    reversible = (
+        {e.id for e in events if f"{e.event_type}_reversed" in EVENT_TYPES} if reversals else ()
+    )
+    if not (player_ids or team_ids or tournament_ids or reversible):
+        return Names(), {}
     connection = session.connection()
     dialect = connection.dialect.name
+    parameters = {}
+    if names:
+        parameters.update(
+            player_ids=_id_list(player_ids, dialect),
+            team_ids=_id_list(team_ids, dialect),
+            tournament_ids=_id_list(tournament_ids, dialect),
+        )
+    if reversals:
+        parameters["reversed_ids"] = _id_list(reversible, dialect)
     players: dict[int, PlayerName] = {}
     teams: dict[int, str] = {}
     tournaments: dict[int, TournamentName] = {}
-    rows = connection.execute(
-        _names_statement(dialect),
-        {
-            "player_ids": _id_list(player_ids, dialect),
-            "team_ids": _id_list(team_ids, dialect),
-            "tournament_ids": _id_list(tournament_ids, dialect),
-        },
-    )
-    for kind, id_, a, b, c, flag in rows:
+    reversed_by: dict[int, int] = {}
+    rows = connection.execute(_lookup_statement(dialect, names, reversals), parameters)
+    for kind, id_, a, b, c, flag, ref in rows:
         if kind == "player":
             players[id_] = PlayerName(public_id=a, username=b, display_name=c)
         elif kind == "team":
             teams[id_] = a
-        else:
+        elif kind == "tournament":
             tournaments[id_] = TournamentName(name=a, is_private=bool(flag))
-    return Names(players=players, teams=teams, tournaments=tournaments)
+        else:
+            reversed_by[id_] = ref
+    return Names(players=players, teams=teams, tournaments=tournaments), reversed_by
 
 
-@cache
-def _reversals_statement(dialect: str):
-    return select(_events.c.reverses_event_id, _events.c.id).where(
-        _in_id_list(_events.c.reverses_event_id, "ids", dialect)
-    )
+def load_names(session: Session, events: Sequence[EventLike]) -> Names:
+    """Look up, in one statement, the names of everything ``events`` refer to."""
+    return _look_up(session, events, names=True, reversals=False)[0]
 
 
 def reversal_links(session: Session, events: Sequence[EventLike]) -> dict[int, int]:
     """Return ``{event id: id of the reversal that undid it}`` for events on a page."""
-    ids = {event.id for event in events if f"{event.event_type}_reversed" in EVENT_TYPES}
-    if not ids:
-        return {}
-    connection = session.connection()
-    dialect = connection.dialect.name
-    statement = _reversals_statement(dialect)
-    return dict(connection.execute(statement, {"ids": _id_list(ids, dialect)}).all())
+    return _look_up(session, events, names=False, reversals=True)[1]
+
+
+def names_and_reversal_links(
+    session: Session, events: Sequence[EventLike]
+) -> tuple[Names, dict[int, int]]:
+    """Return ``load_names`` and ``reversal_links`` of a page, from one statement."""
+    return _look_up(session, events, names=True, reversals=True)
 
 
 @dataclass(frozen=True)
@@ -383,8 +422,7 @@ def feed_page(
     if filters.tournament_id is not None and not viewer.sees_everything_of(player.id):
         filters = replace(filters, exclude_private=True)
     page = timeline_page(session, player.id, filters=filters, cursor=cursor, limit=limit)
-    names = load_names(session, page.events)
-    reversed_by = reversal_links(session, page.events)
+    names, reversed_by = names_and_reversal_links(session, page.events)
     items = [
         present_event(event, viewer, names, reversed_by=reversed_by.get(event.id))
         for event in page.events
