@@ -65,6 +65,7 @@ class JobContext:
 
 def procedures() -> dict[str, Procedure]:
     """The procedure of each job kind."""
+    from webapp.jobs.atp_import import import_atp_procedure
     from webapp.jobs.backfill import backfill_procedure, rollback_procedure
     from webapp.jobs.reconcile import reconcile_procedure
 
@@ -72,6 +73,7 @@ def procedures() -> dict[str, Procedure]:
         "reconcile": reconcile_procedure,
         "backfill": backfill_procedure,
         "backfill_rollback": rollback_procedure,
+        "import_atp": import_atp_procedure,
     }
 
 
