@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from functools import partial
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from webapp.domain import backfill
 from webapp.domain.audit import Actor
 from webapp.domain.jobs import get_run
-from webapp.transaction import unit_of_work
+from webapp.transaction import run_in_unit_of_work, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +41,16 @@ def backfill_procedure(session: Session, context) -> dict[str, Any]:
     while True:
         context.raise_if_cancelled()
         try:
-            with unit_of_work(session):
-                line = backfill.process_batch(session, run_id, scope, position, batch_size, batch_no)
-                if line is not None:
-                    done += line.counts.rows_read
-                    # The source may have grown since the count: progress never passes 100 %.
-                    context.progress(done, total=max(total, done), checkpoint=line.position.as_checkpoint())
+            # A batch that deadlocks with live traffic is undone whole and run again.
+            line = run_in_unit_of_work(
+                session, partial(_record_batch, context, scope, position, batch_size, batch_no, done, total)
+            )
         except Exception as exc:
             _note_failed_attempt(session, run_id, batch_no, exc)
             raise
         if line is None:
             break
-        position, batch_no = line.position, batch_no + 1
+        position, batch_no, done = line.position, batch_no + 1, done + line.counts.rows_read
         if pause:
             time.sleep(pause)
 
@@ -60,6 +59,16 @@ def backfill_procedure(session: Session, context) -> dict[str, Any]:
     if not summary["parity_ok"]:
         log.warning("backfill run %s: parity check flagged %s", run_id, "; ".join(summary["parity_flags"]))
     return summary
+
+
+def _record_batch(context, scope: backfill.BackfillScope, position: backfill.Position, batch_size: int,
+                  batch_no: int, done: int, total: int, session: Session) -> backfill.BatchLine | None:
+    line = backfill.process_batch(session, context.run_id, scope, position, batch_size, batch_no)
+    if line is not None:
+        done += line.counts.rows_read
+        # The source may have grown since the count: progress never passes 100 %.
+        context.progress(done, total=max(total, done), checkpoint=line.position.as_checkpoint())
+    return line
 
 
 def _note_failed_attempt(session: Session, run_id: int, batch_no: int, exc: Exception) -> None:
@@ -89,15 +98,23 @@ def rollback_procedure(session: Session, context) -> dict[str, Any]:
 
     while True:
         context.raise_if_cancelled()
-        with unit_of_work(session):
-            chunk = backfill.rollback_chunk(session, run_id, ranges, after, batch_size)
-            if chunk is not None:
-                after, deleted = chunk.last_event_id, deleted + chunk.deleted
-                context.progress(deleted, total=max(total, deleted),
-                                 checkpoint={"after_event_id": after, "deleted": deleted})
+        chunk = run_in_unit_of_work(
+            session, partial(_delete_chunk, context, run_id, ranges, after, batch_size, deleted, total)
+        )
         if chunk is None:
             break
+        after, deleted = chunk.last_event_id, deleted + chunk.deleted
 
     with unit_of_work(session):
         backfill.record_rollback(session, actor, run_id, context.run_id, deleted)
     return {"backfill_run_id": run_id, "events_deleted": deleted, "events_by_type": plan.events_by_type}
+
+
+def _delete_chunk(context, run_id: int, ranges: list[tuple[int, int]], after: int, batch_size: int,
+                  deleted: int, total: int, session: Session) -> backfill.RolledBackChunk | None:
+    chunk = backfill.rollback_chunk(session, run_id, ranges, after, batch_size)
+    if chunk is not None:
+        deleted += chunk.deleted
+        context.progress(deleted, total=max(total, deleted),
+                         checkpoint={"after_event_id": chunk.last_event_id, "deleted": deleted})
+    return chunk
