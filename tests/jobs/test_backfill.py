@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,8 +24,16 @@ from webapp.domain.results import record_match_result
 from webapp.extensions import db
 from webapp.jobs.queue import enqueue_run, start_in_process_consumer
 from webapp.jobs.runner import execute_run
-from webapp.models import ActivityEvent, AuditEntry, Base, JobRun, PlayerStats, TeamMembership
-from webapp.transaction import unit_of_work
+from webapp.models import (
+    ActivityEvent,
+    AuditEntry,
+    Base,
+    JobRun,
+    Match,
+    PlayerStats,
+    TeamMembership,
+)
+from webapp.transaction import run_in_unit_of_work, unit_of_work
 from webapp.web.traffic import current_request_rate
 
 OFF_PEAK = datetime(2026, 3, 3, 3, 0, tzinfo=UTC)
@@ -246,6 +255,43 @@ def test_the_backfill_gives_exactly_the_events_and_stats_live_traffic_gave(sessi
     assert stored_stats(session) == live_stats
     assert run.result["parity_ok"], run.result["parity_flags"]
     assert run.result["events_inserted"] == len(live_facts)
+    assert_stats_exact(session)
+
+
+def test_a_backfill_beside_live_traffic_reporting_the_same_matches_gives_each_fact_once(app, session):
+    """Live reports and the backfill race on the same matches; neither loses or doubles a fact."""
+    with unit_of_work(session):
+        generate_demo_data(session, scale=0.01, seed=13)
+    live_total = event_count(session)
+    with unit_of_work(session):
+        for table in ("data_quality_findings", "activity_events", "player_stats"):
+            session.execute(sa.text(f"DELETE FROM {table}"))
+    decided = list(session.scalars(
+        select(Match.id).where(Match.state.in_(("completed", "forfeit"))).order_by(Match.id.desc())
+    ))
+    session.rollback()
+    run_id = start(session, batch_size=25)
+    failures: list[BaseException] = []
+
+    def report_live() -> None:
+        with app.app_context():
+            live = db.session()
+            try:
+                for match_id in decided:  # newest first, meeting the backfill coming the other way
+                    run_in_unit_of_work(live, lambda s, m=match_id: record_match_result(s, m))
+            except Exception as exc:  # noqa: BLE001 - the main thread reports it
+                failures.append(exc)
+
+    reporter = threading.Thread(target=report_live)
+    reporter.start()
+    run = execute_run(session, run_id)
+    reporter.join(timeout=120)
+    session.rollback()
+    assert not failures, failures
+    assert run.status == "succeeded", run.error
+    assert event_count(session) == live_total
+    assert run.result["events_inserted"] + event_count(session, origin="live") == live_total
+    assert run.result["parity_ok"], run.result["parity_flags"]
     assert_stats_exact(session)
 
 
