@@ -15,7 +15,6 @@ One page costs two statements whatever its size:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -249,19 +248,21 @@ def referenced_ids(events: Iterable[EventLike]) -> tuple[set[int], set[int], set
 def _in_id_list(column, name: str, dialect: str):
     """Return "``column`` is one of the ids bound as ``name``" with one parameter.
 
-    One parameter however many ids: the SQL text never changes, so neither
-    SQLAlchemy nor the driver prepares it again, as they would for every new
-    length of an expanding ``IN (?, ?, ...)``.
+    One text parameter however many ids: the SQL text never changes, so
+    neither SQLAlchemy nor the driver prepares it again, as they would for
+    every new length of an expanding ``IN (?, ?, ...)``, and the driver has
+    one string to send rather than a list to convert element by element.
     """
+    ids = bindparam(name, type_=String())
     if dialect == "postgresql":
-        return column == any_(bindparam(name, type_=postgresql.ARRAY(BigInteger)))
-    ids = select(literal_column("value")).select_from(func.json_each(bindparam(name, type_=String)))
-    return column.in_(ids)
+        return column == any_(cast(ids, postgresql.ARRAY(BigInteger)))
+    return column.in_(select(literal_column("value")).select_from(func.json_each(ids)))
 
 
-def _id_list(ids: Iterable[int], dialect: str) -> list[int] | str:
-    ids = sorted(ids)
-    return ids if dialect == "postgresql" else json.dumps(ids)
+def _id_list(ids: Iterable[int], dialect: str) -> str:
+    """Return ``ids`` as the text ``_in_id_list`` binds: a PostgreSQL array or a JSON one."""
+    listed = ",".join(str(int(i)) for i in sorted(ids))
+    return f"{{{listed}}}" if dialect == "postgresql" else f"[{listed}]"
 
 
 def _lookup_part(kind: str, dialect: str, id_column, a, b, c, flag, ref):
@@ -359,7 +360,7 @@ def _look_up(
     teams: dict[int, str] = {}
     tournaments: dict[int, TournamentName] = {}
     reversed_by: dict[int, int] = {}
-    rows = connection.execute(_lookup_statement(dialect, names, reversals), parameters)
+    rows = connection.execute(_lookup_statement(dialect, names, reversals), parameters).all()
     for kind, id_, a, b, c, flag, ref in rows:
         if kind == "player":
             players[id_] = PlayerName(public_id=a, username=b, display_name=c)
