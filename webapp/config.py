@@ -41,8 +41,17 @@ class BaseConfig:
         )
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
         self.SQLALCHEMY_TRACK_MODIFICATIONS = False
-        # Drift above this share of players is worth an alert.
+        # Alerts: a Slack/Discord-compatible webhook and/or email over SMTP.
+        self.ALERT_WEBHOOK_URL = os.environ.get("ALERT_WEBHOOK_URL")
+        self.ALERT_EMAIL_TO = os.environ.get("ALERT_EMAIL_TO", "")
+        self.SMTP_HOST = os.environ.get("SMTP_HOST", "localhost")
+        self.SMTP_PORT = int(os.environ.get("SMTP_PORT", "25"))
+        self.SMTP_FROM = os.environ.get("SMTP_FROM", "activity-ops@localhost")
+        self.ALERT_MAX_ATTEMPTS = int(os.environ.get("ALERT_MAX_ATTEMPTS", "5"))
+        self.ALERT_QUIET_MINUTES = int(os.environ.get("ALERT_QUIET_MINUTES", "15"))
+        # Drift above this share of players is worth an alert; so is this many events a minute.
         self.DRIFT_ALERT_SHARE = float(os.environ.get("DRIFT_ALERT_SHARE", "0.01"))
+        self.EVENT_RATE_ALERT_PER_MINUTE = int(os.environ.get("EVENT_RATE_ALERT_PER_MINUTE", "1000"))
         self.RECONCILE_FIX_BATCH_SIZE = int(os.environ.get("RECONCILE_FIX_BATCH_SIZE", "500"))
 
         # Staff sessions: signed cookies that expire after this long without a request.

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from webapp.domain import reconciliation
 from webapp.domain.reconciliation import DriftReport
+from webapp.jobs.alerting import current_settings, raise_alert_now
 from webapp.transaction import unit_of_work
 
 
@@ -67,8 +68,26 @@ def run_reconciliation(
                 f"{error}\n\n{traceback.format_exc()}",
                 players_fixed=len(fixed_players),
             )
+        raise_alert_now(session, "job_failed", f"reconciliation run {run_id} failed", {"error": error})
         raise ReconciliationFailed(run_id, error) from exc
+    _alert_on_drift(session, run_id, report)
     return ReconciliationOutcome(run_id, report, len(fixed_players))
+
+
+def _alert_on_drift(session: Session, run_id: int, report: DriftReport) -> None:
+    threshold = current_settings().drift_share
+    if report.players_checked and report.drifted_share > threshold:
+        raise_alert_now(
+            session,
+            "drift",
+            f"Stats drift above {threshold:.0%} of players",
+            {
+                "reconciliation_run": run_id,
+                "players_drifted": len(report.drifted_players),
+                "players_checked": report.players_checked,
+                "share": f"{report.drifted_share:.2%}",
+            },
+        )
 
 
 def reconcile_procedure(session: Session, context) -> dict:

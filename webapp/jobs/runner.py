@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from webapp.domain import jobs
+from webapp.jobs.alerting import raise_alert_now
 from webapp.models.jobs import JobRun
 from webapp.transaction import unit_of_work
 
@@ -99,6 +100,8 @@ def execute_run(session: Session, run_id: int, *, worker: str | None = None,
         message = "".join(traceback.format_exception_only(exc)).strip()
         with unit_of_work(session):
             jobs.fail_run(session, run_id, f"{message}\n\n{traceback.format_exc()}")
+        if kind != "reconcile":  # a failed reconciliation raises its own alert
+            raise_alert_now(session, "job_failed", f"{kind} run {run_id} failed", {"error": message})
     else:
         with unit_of_work(session):
             jobs.finish_run(session, run_id, result)

@@ -18,6 +18,7 @@ class Tasks:
     run_job: TaskWrapper
     sweep_stale_runs: TaskWrapper
     nightly_reconciliation: TaskWrapper
+    check_alerts: TaskWrapper
 
 
 def _reconcile_schedule(value: str) -> crontab:
@@ -56,4 +57,13 @@ def register_tasks(huey: Huey, app: Flask) -> Tasks:
                                      {"fix": app.config["RECONCILE_NIGHTLY_FIX"], "scheduled": True})
             return execute_run(session, run.id).status
 
-    return Tasks(run_job, sweep_stale_runs, nightly_reconciliation)
+    @huey.periodic_task(crontab(minute="*"), name="check_alerts")
+    def check_alerts() -> int:
+        from webapp.jobs.alerting import check_event_rate, deliver_pending
+
+        with app.app_context():
+            session = db.session()
+            check_event_rate(session)
+            return deliver_pending(session)
+
+    return Tasks(run_job, sweep_stale_runs, nightly_reconciliation, check_alerts)
