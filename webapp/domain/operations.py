@@ -1,0 +1,161 @@
+"""What the Operations pages read: job runs with who started them, reconciliation history, drift by player.
+
+Reads only: nothing here flushes, and the caller ends the transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from webapp.domain.errors import NotFound
+from webapp.domain.jobs import get_run
+from webapp.domain.reconciliation import StatDrift
+from webapp.models.jobs import JobRun
+from webapp.models.players import Player
+from webapp.models.reconciliation import ReconciliationDrift, ReconciliationRun
+from webapp.models.staff import StaffUser
+
+
+@dataclass(frozen=True)
+class RunListing:
+    """A job run and the email of the staff member who started it (None: the schedule or the CLI)."""
+
+    run: JobRun
+    requested_by: str | None
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    listings: list[RunListing]
+    # Pass as ``before_id`` for the next (older) page; None on the last page.
+    next_before: int | None
+
+
+def job_runs(session: Session, *, kind: str | None = None, before_id: int | None = None,
+             limit: int = 50) -> RunsPage:
+    """Return job runs newest first, ``limit`` at a time, each with who started it."""
+    statement = (
+        select(JobRun, StaffUser.email)
+        .outerjoin(StaffUser, StaffUser.id == JobRun.requested_by_id)
+        .order_by(JobRun.id.desc())
+        .limit(limit + 1)
+    )
+    if kind:
+        statement = statement.where(JobRun.kind == kind)
+    if before_id is not None:
+        statement = statement.where(JobRun.id < before_id)
+    rows = session.execute(statement).all()
+    listings = [RunListing(run, email) for run, email in rows[:limit]]
+    more = len(rows) > limit
+    return RunsPage(listings, listings[-1].run.id if more else None)
+
+
+def job_run(session: Session, run_id: int) -> RunListing:
+    """Return one job run with who started it.
+
+    :raise NotFound: for an unknown run.
+    """
+    run = get_run(session, run_id)
+    email = None
+    if run.requested_by_id is not None:
+        email = session.scalar(select(StaffUser.email).where(StaffUser.id == run.requested_by_id))
+    return RunListing(run, email)
+
+
+def active_runs(session: Session, kind: str, limit: int = 20) -> list[JobRun]:
+    """Return the queued and running runs of ``kind``, oldest first."""
+    return list(session.scalars(
+        select(JobRun).where(JobRun.kind == kind, JobRun.status.in_(("queued", "running")))
+        .order_by(JobRun.id).limit(limit)
+    ))
+
+
+@dataclass(frozen=True)
+class ReconciliationPage:
+    runs: list[ReconciliationRun]
+    next_before: int | None
+
+
+def reconciliation_history(session: Session, *, before_id: int | None = None,
+                           limit: int = 25) -> ReconciliationPage:
+    """Return reconciliation runs (nightly, CLI and dashboard alike) newest first."""
+    statement = select(ReconciliationRun).order_by(ReconciliationRun.id.desc()).limit(limit + 1)
+    if before_id is not None:
+        statement = statement.where(ReconciliationRun.id < before_id)
+    runs = list(session.scalars(statement))
+    more = len(runs) > limit
+    runs = runs[:limit]
+    return ReconciliationPage(runs, runs[-1].id if more else None)
+
+
+def reconciliation_run(session: Session, run_id: int) -> ReconciliationRun:
+    """Return one reconciliation run.
+
+    :raise NotFound: for an unknown run.
+    """
+    run = session.get(ReconciliationRun, run_id)
+    if run is None:
+        raise NotFound(f"reconciliation run {run_id} does not exist")
+    return run
+
+
+@dataclass(frozen=True)
+class PlayerDrift:
+    """Every stat of one player that a run found drifted, with how staff know the player."""
+
+    player_id: int
+    # None once the player is gone (erased): the drift stays on record under the internal id.
+    public_id: str | None
+    display_name: str | None
+    drifts: list[StatDrift]
+
+
+@dataclass(frozen=True)
+class DriftPage:
+    players: list[PlayerDrift]
+    # Pass as ``after_player_id`` for the next page; None on the last page.
+    next_after: int | None
+
+
+def drift_by_player(session: Session, run_id: int, *, after_player_id: int | None = None,
+                    limit: int = 25) -> DriftPage:
+    """Return the drift a run found, ``limit`` players at a time in player id order."""
+    drifts = ReconciliationDrift
+    ids_statement = (
+        select(drifts.player_id).where(drifts.run_id == run_id)
+        .group_by(drifts.player_id).order_by(drifts.player_id).limit(limit + 1)
+    )
+    if after_player_id is not None:
+        ids_statement = ids_statement.where(drifts.player_id > after_player_id)
+    player_ids = list(session.scalars(ids_statement))
+    more = len(player_ids) > limit
+    player_ids = player_ids[:limit]
+    if not player_ids:
+        return DriftPage([], None)
+    names = {
+        player_id: (public_id, display_name)
+        for player_id, public_id, display_name in session.execute(
+            select(Player.id, Player.public_id, Player.display_name).where(Player.id.in_(player_ids))
+        )
+    }
+    found: dict[int, list[StatDrift]] = {player_id: [] for player_id in player_ids}
+    for row in session.scalars(
+        select(drifts).where(drifts.run_id == run_id, drifts.player_id.in_(player_ids))
+        .order_by(drifts.player_id, drifts.scope, drifts.stat)
+    ):
+        found[row.player_id].append(StatDrift(row.player_id, row.scope, row.stat, row.expected, row.actual))
+    players = [
+        PlayerDrift(player_id, *names.get(player_id, (None, None)), found[player_id])
+        for player_id in player_ids
+    ]
+    return DriftPage(players, player_ids[-1] if more else None)
+
+
+def drifted_stats(session: Session, run_id: int) -> int:
+    """Count the drifted stats a run recorded."""
+    return session.scalar(
+        select(func.count()).select_from(ReconciliationDrift).where(ReconciliationDrift.run_id == run_id)
+    ) or 0
