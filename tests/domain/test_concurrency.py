@@ -45,7 +45,12 @@ from webapp.models import (
     Tournament,
     TournamentResult,
 )
-from webapp.transaction import ConcurrentChange, DatabaseUnavailable, run_in_unit_of_work, unit_of_work
+from webapp.transaction import (
+    ConcurrentChange,
+    DatabaseUnavailable,
+    run_in_unit_of_work,
+    unit_of_work,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -122,13 +127,13 @@ def build_platform(session) -> list[Fact]:
 
     registrations = []
     statuses = ("completed", "checked_in", "no_show", "withdrawn", "registered")
-    for (private, team_based), tournament in tournaments.items():
+    for (_private, team_based), tournament in tournaments.items():
         entrants = [{"team_id": t.id} for t in teams.values()] if team_based else [
             {"player_id": pid} for pid in p[:10]
         ]
         for i, entrant in enumerate(entrants):
             registrations.append(Registration(
-                tournament_id=tournament.id, status=statuses[i % len(statuses)] if i else "completed",
+                tournament_id=tournament.id, status=statuses[i % len(statuses)],
                 registered_at=T0 - timedelta(days=2), **entrant,
             ))
         winner = {"winner_team_id": teams["Owls"].id} if team_based else {"winner_player_id": p[0]}
@@ -194,7 +199,7 @@ def record_several_per_unit(session, facts: Sequence[Fact], seed: int) -> int:
     for start in range(0, len(order), 4):
         group = order[start : start + 4]
 
-        def record_group(session):
+        def record_group(session, group=group):
             return sum(len(RECORDERS[kind](session, source_id).recorded) for kind, source_id in group)
 
         recorded += run_in_unit_of_work(session, record_group, attempts=20)
@@ -221,7 +226,7 @@ def _race_in_process(url: str, strategy: str, facts: list[Fact], seed: int, star
             results.put(("ok", STRATEGIES[strategy](session, facts, seed)))
             db.session.remove()
             db.engine.dispose()
-    except BaseException:
+    except Exception:  # reported to the test, which fails on it
         results.put(("error", traceback.format_exc()))
 
 
@@ -236,7 +241,7 @@ def _race_in_thread(app, strategy: str, facts: list[Fact], seed: int, start, res
                 results.put(("ok", STRATEGIES[strategy](session, facts, seed)))
             finally:
                 db.session.remove()
-    except BaseException:
+    except Exception:  # reported to the test, which fails on it
         results.put(("error", traceback.format_exc()))
 
 
@@ -389,7 +394,7 @@ def _record_two_matches_crosswise(engine, matches: tuple[int, int], retry: bool)
                 outcomes.put(("committed", recorded, calls))
             except ConcurrentChange:
                 outcomes.put(("collided", 0, calls))
-            except BaseException:
+            except Exception:  # reported to the test, which fails on it
                 outcomes.put(("error", traceback.format_exc(), calls))
 
     threads = [threading.Thread(target=writer, args=(order,)) for order in (matches, matches[::-1])]
@@ -397,7 +402,10 @@ def _record_two_matches_crosswise(engine, matches: tuple[int, int], retry: bool)
         thread.start()
     for thread in threads:
         thread.join(START_TIMEOUT_S)
-    return sorted(outcomes.get_nowait() for _ in threads)
+    results = sorted(outcomes.get_nowait() for _ in threads)
+    errors = [detail for status, detail, _calls in results if status == "error"]
+    assert not errors, "a writer failed:\n" + "\n".join(errors)
+    return results
 
 
 @pytest.fixture
