@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from webapp.domain import jobs
+from webapp.domain import backfill, jobs
 from webapp.domain.atp_import import (
     ABANDONED,
     DEFAULTED,
@@ -28,10 +28,13 @@ from webapp.domain.atp_import import (
     pair_name,
 )
 from webapp.domain.audit import SYSTEM
+from webapp.domain.backfill import BackfillScope, Safeguards
 from webapp.domain.errors import Invalid
+from webapp.domain.reconciliation import find_drift
 from webapp.domain.results import TeamRoster
 from webapp.jobs.runner import execute_run
 from webapp.models import (
+    ActivityEvent,
     Match,
     Player,
     Registration,
@@ -470,6 +473,55 @@ def test_the_cli_prints_the_report_and_refuses_a_missing_folder(runner, session,
     assert backwards.exit_code == 2
 
 
+def run_backfill(session):
+    """Turn the imported records into events, as ``flask backfill run`` does."""
+    with unit_of_work(session):
+        run_id = backfill.start_backfill(
+            session, SYSTEM, BackfillScope(), safeguards=Safeguards(now=datetime(2026, 3, 3, 3, 0, tzinfo=UTC)),
+            batch_size=500, pause_seconds=0,
+        ).id
+    run = execute_run(session, run_id)
+    session.rollback()
+    return run
+
+
+def event_types(session, atp_id: int) -> list[str]:
+    return sorted(session.scalars(
+        select(ActivityEvent.event_type).where(ActivityEvent.player_id == player(session, atp_id).id)
+    ))
+
+
+def test_the_backfill_turns_the_imported_records_into_events(session, data_dir):
+    write_singles(data_dir, 2019, [
+        singles(match_num=1, winner=101, loser=102, round="F"),
+        singles(match_num=2, winner=101, loser=103, round="SF", score="W/O"),  # 103 withdrew
+        singles(match_num=3, winner=102, loser=104, round="SF", score="6-4 3-3 ABD"),
+        singles(tourney_id="2019-M-DC-2019-WG-M-SWE-AUS-01", name="Davis Cup WG QF: SWE vs AUS", level="D",
+                round="RR", match_num=1, winner=105, loser=106),
+    ])
+    write_doubles(data_dir, 2019, [doubles(winners=(107, 108), losers=(101, 102), round="F")])
+    run_import(session, data_dir)
+
+    run = run_backfill(session)
+
+    assert run.status == "succeeded", run.error
+    assert run.result["failed"] == 0 and run.result["parity_ok"], run.result["parity_flags"]
+    assert event_types(session, 103) == ["match_forfeit_lost", "tournament_registered"]
+    assert event_types(session, 104) == [
+        "tournament_checked_in", "tournament_completed", "tournament_registered"
+    ], "an abandoned match gives no result"
+    assert event_types(session, 105) == [
+        "match_won", "tournament_checked_in", "tournament_registered"
+    ], "a Davis Cup tie counts its matches, but has no result to win or complete"
+    for atp_id in (107, 108):
+        assert event_types(session, atp_id) == [
+            "match_won", "tournament_checked_in", "tournament_completed", "tournament_registered",
+            "tournament_won",
+        ], "the pair's results reach both players"
+    assert event_types(session, 101).count("tournament_won") == 1, "singles only"
+    assert find_drift(session).drifts == []
+
+
 REAL_DATA = default_data_dir()
 
 
@@ -515,3 +567,9 @@ def test_a_real_season_of_singles_and_of_doubles(session, real_data):
     for m in session.scalars(select(Match).where(Match.side_a_team_id.is_not(None))):
         assert len(roster.members(m.side_a_team_id, m.scheduled_at)) == 2
         assert len(roster.members(m.side_b_team_id, m.scheduled_at)) == 2
+
+    run = run_backfill(session)
+
+    assert run.status == "succeeded", run.error
+    assert run.result["failed"] == 0 and run.result["parity_ok"], run.result["parity_flags"]
+    assert "tournament_won" in event_types(session, 206173)
