@@ -1,4 +1,4 @@
-"""``flask backfill``: the dry run, confirmation, safeguards, exit codes, resume, rollback and the ledger."""
+"""``flask backfill``: dry run, confirmation, safeguards, exit codes, resume, rollback, ledger."""
 
 from __future__ import annotations
 
@@ -63,7 +63,9 @@ def test_a_dry_run_prints_the_report_and_writes_nothing(runner, session, history
     assert row_counts(session) == before
 
 
-def test_a_run_asks_for_confirmation_and_does_nothing_without_it(runner, session, history, quiet_hours):
+def test_a_run_asks_for_confirmation_and_does_nothing_without_it(
+    runner, session, history, quiet_hours
+):
     result = backfill(runner, "run", input="n\n")
     assert result.exit_code == 1
     assert "Create 12 events in batches of 500?" in result.output
@@ -72,7 +74,9 @@ def test_a_run_asks_for_confirmation_and_does_nothing_without_it(runner, session
     assert count(session, ActivityEvent) == 0
 
 
-def test_a_confirmed_run_records_the_events_and_reports_parity(runner, session, history, quiet_hours):
+def test_a_confirmed_run_records_the_events_and_reports_parity(
+    runner, session, history, quiet_hours
+):
     result = backfill(runner, "run", "--batch-size", "2", input="y\n")
     assert result.exit_code == 0, result.output
     assert "run 1 succeeded" in result.output
@@ -82,8 +86,9 @@ def test_a_confirmed_run_records_the_events_and_reports_parity(runner, session, 
     assert session.get(JobRun, 1).params["batch_size"] == 2
 
 
-def test_inside_the_peak_window_a_run_is_refused_unless_forced(app, runner, session, history, quiet_hours,
-                                                               monkeypatch):
+def test_inside_the_peak_window_a_run_is_refused_unless_forced(
+    app, runner, session, history, quiet_hours, monkeypatch
+):
     monkeypatch.setitem(app.config, "BACKFILL_PEAK_WINDOW", "00:00-23:59")
     refused = backfill(runner, "run", "--yes")
     assert refused.exit_code == 1
@@ -95,8 +100,9 @@ def test_inside_the_peak_window_a_run_is_refused_unless_forced(app, runner, sess
     assert session.get(JobRun, 1).params["forced_in_peak_window"] is True
 
 
-def test_a_run_is_refused_while_traffic_is_above_the_limit(app, client, runner, session, history, quiet_hours,
-                                                           monkeypatch):
+def test_a_run_is_refused_while_traffic_is_above_the_limit(
+    app, client, runner, session, history, quiet_hours, monkeypatch
+):
     monkeypatch.setitem(app.config, "BACKFILL_MAX_REQUEST_RATE", 1)
     for _ in range(20):
         client.get("/")
@@ -115,7 +121,14 @@ def test_a_bad_scope_is_refused_before_anything_is_written(runner, session, hist
 
 
 def test_a_run_with_refused_records_exits_3_and_names_the_differences(
-    runner, session, history, quiet_hours, make_player, make_team, make_tournament, make_registration,
+    runner,
+    session,
+    history,
+    quiet_hours,
+    make_player,
+    make_team,
+    make_tournament,
+    make_registration,
     make_match,
 ):
     late = make_team("Late", [make_player("ivan")], joined_at=T0 + timedelta(days=30))
@@ -127,7 +140,9 @@ def test_a_run_with_refused_records_exits_3_and_names_the_differences(
     assert "records refused               1" in result.output
     assert "had no members" in result.output
     assert "parity check flagged differences" in result.output
-    assert "completed matches x 2 sides: match_won + match_lost: expected 4, found 2" in result.output
+    assert (
+        "completed matches x 2 sides: match_won + match_lost: expected 4, found 2" in result.output
+    )
 
 
 def test_queued_then_stale_then_resumed(runner, session, history, quiet_hours):
@@ -146,7 +161,9 @@ def test_queued_then_stale_then_resumed(runner, session, history, quiet_hours):
     assert "only failed or cancelled runs can be resumed" in again.output
 
 
-def test_show_prints_the_ledger_batch_by_batch_and_the_parity_check(runner, session, history, quiet_hours):
+def test_show_prints_the_ledger_batch_by_batch_and_the_parity_check(
+    runner, session, history, quiet_hours
+):
     assert backfill(runner, "run", "--yes", "--batch-size", "3").exit_code == 0
     result = backfill(runner, "show", "1")
     assert result.exit_code == 0, result.output
@@ -173,19 +190,33 @@ def test_rollback_removes_the_runs_events_after_confirmation(runner, session, hi
     assert "FLAG events this run inserted, still stored: expected 12, found 0" in shown.output
 
 
-def test_rollback_is_refused_with_the_reason_when_a_dispute_reversed_an_event(runner, session, history,
-                                                                              quiet_hours):
+def test_rollback_is_refused_with_the_reason_when_a_dispute_reversed_an_event(
+    runner, session, history, quiet_hours
+):
     assert backfill(runner, "run", "--yes").exit_code == 0
-    won = session.scalars(select(ActivityEvent).where(ActivityEvent.event_type == "match_won")).one()
+    won = session.scalars(
+        select(ActivityEvent).where(ActivityEvent.event_type == "match_won")
+    ).one()
     with unit_of_work(session):
-        record_event(session, NewEvent(
-            player_id=won.player_id, event_type="match_won_reversed", occurred_at=T0 + timedelta(days=5),
-            source_model="dispute", source_id=1, origin="dispute", reverses_event_id=won.id,
-            metadata={"match_id": history.id},
-        ))
+        record_event(
+            session,
+            NewEvent(
+                player_id=won.player_id,
+                event_type="match_won_reversed",
+                occurred_at=T0 + timedelta(days=5),
+                source_model="dispute",
+                source_id=1,
+                origin="dispute",
+                reverses_event_id=won.id,
+                metadata={"match_id": history.id},
+            ),
+        )
     result = backfill(runner, "rollback", "1", "--yes")
     assert result.exit_code == 1
-    assert f"event {won.id} (match_won of player {won.player_id}) was reversed by event" in result.output
+    assert (
+        f"event {won.id} (match_won of player {won.player_id}) was reversed by event"
+        in result.output
+    )
     assert "nothing was deleted" in result.output
     assert count(session, ActivityEvent) == 13
     assert count(session, JobRun) == 1  # no rollback run was even queued

@@ -1,4 +1,4 @@
-"""Backfill: history becomes the events live traffic would have made, in committed, resumable batches."""
+"""Backfill: history becomes the events live traffic would have made, in resumable batches."""
 
 from __future__ import annotations
 
@@ -45,10 +45,19 @@ ALL_HISTORY = BackfillScope()
 # Helpers: start and run backfills the way the CLI and the dashboard do.
 
 
-def start(session, scope=ALL_HISTORY, *, batch_size=500, safeguards=QUIET, pause_seconds=0, **options) -> int:
+def start(
+    session, scope=ALL_HISTORY, *, batch_size=500, safeguards=QUIET, pause_seconds=0, **options
+) -> int:
     with unit_of_work(session):
-        return backfill.start_backfill(session, SYSTEM, scope, safeguards=safeguards, batch_size=batch_size,
-                                       pause_seconds=pause_seconds, **options).id
+        return backfill.start_backfill(
+            session,
+            SYSTEM,
+            scope,
+            safeguards=safeguards,
+            batch_size=batch_size,
+            pause_seconds=pause_seconds,
+            **options,
+        ).id
 
 
 def run_backfill(session, scope=ALL_HISTORY, *, batch_size=500, listeners=None) -> JobRun:
@@ -121,8 +130,11 @@ def assert_every_batch_whole(session, run_id) -> None:
         if not line.committed or line.first_event_id is None:
             continue
         stored = session.scalar(
-            select(func.count()).select_from(ActivityEvent).where(
-                ActivityEvent.origin == "backfill", ActivityEvent.origin_id == run_id,
+            select(func.count())
+            .select_from(ActivityEvent)
+            .where(
+                ActivityEvent.origin == "backfill",
+                ActivityEvent.origin_id == run_id,
                 ActivityEvent.id.between(line.first_event_id, line.last_event_id),
             )
         )
@@ -146,13 +158,31 @@ class History:
 
 
 @pytest.fixture
-def history(session, make_player, make_team, make_tournament, make_match, make_registration,
-            make_result) -> History:
-    p = {name: make_player(name) for name in (
-        "alice", "bob", "gina", "hank", "carol", "dave", "erin", "frank", "ivan", "judy")}
+def history(
+    session, make_player, make_team, make_tournament, make_match, make_registration, make_result
+) -> History:
+    p = {
+        name: make_player(name)
+        for name in (
+            "alice",
+            "bob",
+            "gina",
+            "hank",
+            "carol",
+            "dave",
+            "erin",
+            "frank",
+            "ivan",
+            "judy",
+        )
+    }
     solo = make_tournament("Solo Open")
-    for name, status in (("alice", "checked_in"), ("bob", "completed"), ("gina", "no_show"),
-                         ("hank", "withdrawn")):
+    for name, status in (
+        ("alice", "checked_in"),
+        ("bob", "completed"),
+        ("gina", "no_show"),
+        ("hank", "withdrawn"),
+    ):
         make_registration(solo, p[name], status)
     won_match = make_match(solo, p["alice"], p["bob"], winner="a", round="SF")
     forfeit = make_match(solo, p["alice"], p["bob"], winner="b", state="forfeit", round="F")
@@ -161,11 +191,19 @@ def history(session, make_player, make_team, make_tournament, make_match, make_r
 
     # Red at the time of the cup: carol and dave. Frank left before it, erin joined after.
     red = make_team("Red", [p["carol"], p["dave"]])
-    session.add_all([
-        TeamMembership(team_id=red.id, player_id=p["frank"].id, joined_at=T0 - timedelta(days=300),
-                       left_at=T0 - timedelta(days=30)),
-        TeamMembership(team_id=red.id, player_id=p["erin"].id, joined_at=T0 + timedelta(days=10)),
-    ])
+    session.add_all(
+        [
+            TeamMembership(
+                team_id=red.id,
+                player_id=p["frank"].id,
+                joined_at=T0 - timedelta(days=300),
+                left_at=T0 - timedelta(days=30),
+            ),
+            TeamMembership(
+                team_id=red.id, player_id=p["erin"].id, joined_at=T0 + timedelta(days=10)
+            ),
+        ]
+    )
     session.commit()
     blue = make_team("Blue", [p["ivan"], p["judy"]])
     cup = make_tournament("Private Cup", is_private=True, is_team_based=True)
@@ -214,7 +252,10 @@ def test_team_results_reach_the_members_at_the_time(session, history):
     p = history.players
     for member in ("carol", "dave"):
         assert types_of(session, p[member], tournament_id=history.cup.id) == [
-            "match_won", "tournament_checked_in", "tournament_completed", "tournament_registered",
+            "match_won",
+            "tournament_checked_in",
+            "tournament_completed",
+            "tournament_registered",
             "tournament_won",
         ]
         assert {e.team_id for e in events(session, player_id=p[member].id)} == {history.red.id}
@@ -233,14 +274,26 @@ def test_private_tournaments_stay_private(session, history):
 
 
 def test_the_backfill_gives_exactly_the_events_and_stats_live_traffic_gave(session):
-    """Demo data is recorded through the live services; wiped and backfilled, it comes back the same."""
+    """Demo data is recorded through the live services; wiped and backfilled, it comes back."""
     with unit_of_work(session):
         generate_demo_data(session, scale=0.01, seed=11)
-    columns = ("player_id", "event_type", "source_model", "source_id", "occurred_at", "team_id",
-               "tournament_id", "is_private", "details")
+    columns = (
+        "player_id",
+        "event_type",
+        "source_model",
+        "source_id",
+        "occurred_at",
+        "team_id",
+        "tournament_id",
+        "is_private",
+        "details",
+    )
 
     def facts() -> set[tuple]:
-        found = {tuple(repr(getattr(e, c)) for c in columns) for e in session.scalars(select(ActivityEvent))}
+        found = {
+            tuple(repr(getattr(e, c)) for c in columns)
+            for e in session.scalars(select(ActivityEvent))
+        }
         session.rollback()
         return found
 
@@ -258,7 +311,9 @@ def test_the_backfill_gives_exactly_the_events_and_stats_live_traffic_gave(sessi
     assert_stats_exact(session)
 
 
-def test_a_backfill_beside_live_traffic_reporting_the_same_matches_gives_each_fact_once(app, session):
+def test_a_backfill_beside_live_traffic_reporting_the_same_matches_gives_each_fact_once(
+    app, session
+):
     """Live reports and the backfill race on the same matches; neither loses or doubles a fact."""
     with unit_of_work(session):
         generate_demo_data(session, scale=0.01, seed=13)
@@ -266,9 +321,13 @@ def test_a_backfill_beside_live_traffic_reporting_the_same_matches_gives_each_fa
     with unit_of_work(session):
         for table in ("data_quality_findings", "activity_events", "player_stats"):
             session.execute(sa.text(f"DELETE FROM {table}"))
-    decided = list(session.scalars(
-        select(Match.id).where(Match.state.in_(("completed", "forfeit"))).order_by(Match.id.desc())
-    ))
+    decided = list(
+        session.scalars(
+            select(Match.id)
+            .where(Match.state.in_(("completed", "forfeit")))
+            .order_by(Match.id.desc())
+        )
+    )
     session.rollback()
     run_id = start(session, batch_size=25)
     failures: list[BaseException] = []
@@ -357,7 +416,9 @@ def test_each_batch_is_committed_with_its_ledger_line_and_checkpoint(session, hi
     assert [line.batch_no for line in lines] == list(range(1, len(lines) + 1))
     assert len(lines) == -(-rows // 4)
     assert sum(line.counts.rows_read for line in lines) == rows == run.progress_done
-    assert sum(line.counts.events_inserted for line in lines) == event_count(session, origin_id=run.id)
+    assert sum(line.counts.events_inserted for line in lines) == event_count(
+        session, origin_id=run.id
+    )
     assert run.checkpoint == lines[-1].position.as_checkpoint()
     assert_every_batch_whole(session, run.id)
     assert_stats_exact(session)
@@ -391,7 +452,9 @@ def test_a_cancelled_run_resumes_from_its_checkpoint_without_duplicates(session,
 
     again = resume(session, run_id)
     assert again.status == "succeeded", again.error
-    assert [line.batch_no for line in ledger(session, run_id)] == list(range(1, len(ledger(session, run_id)) + 1))
+    assert [line.batch_no for line in ledger(session, run_id)] == list(
+        range(1, len(ledger(session, run_id)) + 1)
+    )
     assert event_count(session) == expected
     assert again.result["rows_read"] == backfill.count_source_rows(session, BackfillScope())
     assert again.result["parity_ok"], again.result["parity_flags"]
@@ -415,7 +478,9 @@ def test_facts_already_recorded_live_are_duplicates_and_keep_their_origin(sessio
         live = record_match_result(session, history.won_match.id)
     run = run_backfill(session)
     assert run.result["duplicates"] == len(live.recorded)
-    assert {e.origin for e in events(session, source_model="match", source_id=history.won_match.id)} == {"live"}
+    assert {
+        e.origin for e in events(session, source_model="match", source_id=history.won_match.id)
+    } == {"live"}
     assert run.result["parity_ok"], run.result["parity_flags"]
     assert_stats_exact(session)
 
@@ -477,7 +542,9 @@ def test_forcing_starts_inside_the_peak_window_and_is_recorded(session, history)
     run_id = start(session, safeguards=Safeguards(now=PEAK, force=True))
     run = session.get(JobRun, run_id)
     assert run.params["forced_in_peak_window"] is True
-    audit = session.scalars(select(AuditEntry).where(AuditEntry.action == "job.backfill.queue")).one()
+    audit = session.scalars(
+        select(AuditEntry).where(AuditEntry.action == "job.backfill.queue")
+    ).one()
     assert audit.details["params"]["forced_in_peak_window"] is True
 
 
@@ -493,13 +560,17 @@ def test_a_request_rate_above_the_limit_refuses_even_a_forced_start(app, client,
         start(session, safeguards=busy)
     quiet_later = current_request_rate(app, now=last + 60)
     assert quiet_later == 0
-    assert start(session, safeguards=Safeguards(now=OFF_PEAK, request_rate=quiet_later, max_request_rate=5))
+    assert start(
+        session, safeguards=Safeguards(now=OFF_PEAK, request_rate=quiet_later, max_request_rate=5)
+    )
 
 
 def test_the_typed_number_of_events_must_match_what_would_be_created(session, history):
     expected = backfill.preview(session, BackfillScope()).events_to_create
     session.rollback()
-    with pytest.raises(Invalid, match=f"says {expected + 1:,} events, but the backfill would create {expected:,}"):
+    with pytest.raises(
+        Invalid, match=f"says {expected + 1:,} events, but the backfill would create {expected:,}"
+    ):
         start(session, confirmed_events=expected + 1)
     assert session.scalar(select(func.count()).select_from(JobRun)) == 0
     assert start(session, confirmed_events=expected)
@@ -529,40 +600,54 @@ def test_records_the_services_refuse_are_counted_failed_and_the_run_goes_on_with
     errors = [error for line in ledger(session, run.id) for error in line.errors]
     assert len(errors) == 3 and all("had no members" in error for error in errors)
     assert not run.result["parity_ok"]
-    assert any(flag.startswith("completed matches x 2 sides") for flag in run.result["parity_flags"])
+    assert any(
+        flag.startswith("completed matches x 2 sides") for flag in run.result["parity_flags"]
+    )
     assert event_count(session, tournament_id=history.cup.id) > 0  # the rest was recorded
     assert_stats_exact(session)
 
 
 @pytest.fixture
 def refuse_events_of(session, backend):
-    """Make the database refuse inserting events of one tournament, as a failing disk or a bad deploy would."""
+    """Make the database refuse events of one tournament, as a full disk or a bad deploy would."""
     created = []
 
     def refuse(tournament_id: int) -> None:
         if backend == "sqlite":
-            session.execute(sa.text(
-                "CREATE TRIGGER test_refuse_events BEFORE INSERT ON activity_events "
-                f"WHEN NEW.tournament_id = {tournament_id} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
-            ))
+            session.execute(
+                sa.text(
+                    "CREATE TRIGGER test_refuse_events BEFORE INSERT ON activity_events "
+                    f"WHEN NEW.tournament_id = {tournament_id} "
+                    "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+                )
+            )
         else:
-            session.execute(sa.text(
-                "CREATE FUNCTION test_refuse_events() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                f"IF NEW.tournament_id = {tournament_id} THEN RAISE EXCEPTION 'refused by the test'; END IF; "
-                "RETURN NEW; END $$"
-            ))
-            session.execute(sa.text(
-                "CREATE TRIGGER test_refuse_events BEFORE INSERT ON activity_events "
-                "FOR EACH ROW EXECUTE FUNCTION test_refuse_events()"
-            ))
+            session.execute(
+                sa.text(
+                    "CREATE FUNCTION test_refuse_events() RETURNS trigger LANGUAGE plpgsql "
+                    f"AS $$ BEGIN IF NEW.tournament_id = {tournament_id} "
+                    "THEN RAISE EXCEPTION 'refused by the test'; END IF; "
+                    "RETURN NEW; END $$"
+                )
+            )
+            session.execute(
+                sa.text(
+                    "CREATE TRIGGER test_refuse_events BEFORE INSERT ON activity_events "
+                    "FOR EACH ROW EXECUTE FUNCTION test_refuse_events()"
+                )
+            )
         session.commit()
         created.append(tournament_id)
 
     def remove() -> None:
         if created:
             session.rollback()
-            session.execute(sa.text("DROP TRIGGER IF EXISTS test_refuse_events"
-                                    + (" ON activity_events" if backend == "postgresql" else "")))
+            session.execute(
+                sa.text(
+                    "DROP TRIGGER IF EXISTS test_refuse_events"
+                    + (" ON activity_events" if backend == "postgresql" else "")
+                )
+            )
             if backend == "postgresql":
                 session.execute(sa.text("DROP FUNCTION IF EXISTS test_refuse_events()"))
             session.commit()
@@ -573,7 +658,9 @@ def refuse_events_of(session, backend):
     remove()
 
 
-def test_a_database_refusing_a_write_fails_the_run_and_resume_completes_it(session, history, refuse_events_of):
+def test_a_database_refusing_a_write_fails_the_run_and_resume_completes_it(
+    session, history, refuse_events_of
+):
     expected = backfill.preview(session, BackfillScope()).events_to_create
     session.rollback()
     refuse_events_of(history.cup.id)
@@ -613,8 +700,13 @@ def test_a_rollback_removes_only_the_runs_events_and_takes_their_stats_back_out(
     assert event_count(session, origin="live") == 2
     assert stored_stats(session) == live_stats
     assert_stats_exact(session)
-    audit = session.scalars(select(AuditEntry).where(AuditEntry.action == "backfill.rollback")).one()
-    assert (audit.target_id, audit.details["events_deleted"]) == (run.id, run.result["events_inserted"])
+    audit = session.scalars(
+        select(AuditEntry).where(AuditEntry.action == "backfill.rollback")
+    ).one()
+    assert (audit.target_id, audit.details["events_deleted"]) == (
+        run.id,
+        run.result["events_inserted"],
+    )
     with pytest.raises(Conflict, match="was rolled back"):
         resume(session, run.id)
 
@@ -622,18 +714,29 @@ def test_a_rollback_removes_only_the_runs_events_and_takes_their_stats_back_out(
 def _reverse_one_event(session, run_id) -> ActivityEvent:
     won = next(e for e in events(session, origin_id=run_id) if e.event_type == "match_won")
     with unit_of_work(session):
-        record_event(session, NewEvent(
-            player_id=won.player_id, event_type="match_won_reversed", occurred_at=T0 + timedelta(days=5),
-            source_model="dispute", source_id=1, origin="dispute", origin_id=1, reverses_event_id=won.id,
-            metadata={"match_id": won.source_id},
-        ))
+        record_event(
+            session,
+            NewEvent(
+                player_id=won.player_id,
+                event_type="match_won_reversed",
+                occurred_at=T0 + timedelta(days=5),
+                source_model="dispute",
+                source_id=1,
+                origin="dispute",
+                origin_id=1,
+                reverses_event_id=won.id,
+                metadata={"match_id": won.source_id},
+            ),
+        )
     return won
 
 
 def test_a_rollback_is_refused_when_a_dispute_reversed_one_of_the_runs_events(session, history):
     run = run_backfill(session)
     won = _reverse_one_event(session, run.id)
-    with pytest.raises(Conflict, match=f"event {won.id} \\(match_won of player {won.player_id}\\) was reversed"):
+    with pytest.raises(
+        Conflict, match=f"event {won.id} \\(match_won of player {won.player_id}\\) was reversed"
+    ):
         roll_back(session, run.id)
     assert event_count(session, origin="backfill") == run.result["events_inserted"]
     assert_stats_exact(session)

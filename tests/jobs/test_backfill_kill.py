@@ -1,4 +1,4 @@
-"""A worker process killed with SIGKILL in the middle of a backfill: the data stays consistent, the run resumes."""
+"""A worker killed with SIGKILL mid-backfill: the data stays consistent and the run resumes."""
 
 from __future__ import annotations
 
@@ -39,15 +39,28 @@ BATCHES_BEFORE_KILL = 5
 
 
 def _facts(session) -> set[tuple]:
-    columns = ("player_id", "event_type", "source_model", "source_id", "occurred_at", "team_id",
-               "tournament_id", "is_private", "details")
-    found = {tuple(repr(getattr(e, c)) for c in columns) for e in session.scalars(select(ActivityEvent))}
+    columns = (
+        "player_id",
+        "event_type",
+        "source_model",
+        "source_id",
+        "occurred_at",
+        "team_id",
+        "tournament_id",
+        "is_private",
+        "details",
+    )
+    found = {
+        tuple(repr(getattr(e, c)) for c in columns) for e in session.scalars(select(ActivityEvent))
+    }
     session.rollback()
     return found
 
 
 def _committed_batches(session, run_id) -> int:
-    n = session.scalar(select(func.count()).select_from(BackfillBatch).where(BackfillBatch.run_id == run_id))
+    n = session.scalar(
+        select(func.count()).select_from(BackfillBatch).where(BackfillBatch.run_id == run_id)
+    )
     session.rollback()
     return n
 
@@ -86,7 +99,7 @@ def _worker_env(app) -> dict[str, str]:
 
 
 def _history_without_events(session) -> tuple[set[tuple], dict, int]:
-    """Demo history recorded live, then its events wiped: what a backfill must bring back exactly."""
+    """Demo history recorded live, then its events wiped: what a backfill must bring back."""
     with unit_of_work(session):
         generate_demo_data(session, scale=0.02, seed=5)
     live_facts, live_stats = _facts(session), stored_stats(session)
@@ -94,17 +107,27 @@ def _history_without_events(session) -> tuple[set[tuple], dict, int]:
         for table in ("data_quality_findings", "activity_events", "player_stats"):
             session.execute(sa.text(f"DELETE FROM {table}"))
     total_rows = backfill.count_source_rows(session, BackfillScope())
-    assert total_rows > BATCH_SIZE * BATCHES_BEFORE_KILL * 3, "the run must still be far from done at the kill"
+    assert total_rows > BATCH_SIZE * BATCHES_BEFORE_KILL * 3, (
+        "the run must still be far from done at the kill"
+    )
     return live_facts, live_stats, total_rows
 
 
 def _start_backfill(session) -> int:
     with unit_of_work(session):
-        return backfill.start_backfill(session, SYSTEM, BackfillScope(), safeguards=QUIET,
-                                       batch_size=BATCH_SIZE, pause_seconds=PAUSE_SECONDS).id
+        return backfill.start_backfill(
+            session,
+            SYSTEM,
+            BackfillScope(),
+            safeguards=QUIET,
+            batch_size=BATCH_SIZE,
+            pause_seconds=PAUSE_SECONDS,
+        ).id
 
 
-def _assert_consistent_then_resume(session, run_id, pid, total_rows, live_facts, live_stats) -> None:
+def _assert_consistent_then_resume(
+    session, run_id, pid, total_rows, live_facts, live_stats
+) -> None:
     # What the dead worker left: whole batches only, and stats that agree with them.
     run = session.get(JobRun, run_id)
     assert (run.status, run.worker.endswith(f":{pid}")) == ("running", True)
@@ -117,7 +140,9 @@ def _assert_consistent_then_resume(session, run_id, pid, total_rows, live_facts,
     assert_stats_exact(session)
 
     with unit_of_work(session):
-        stale = jobs.fail_stale_runs(session, timedelta(seconds=1), now=utcnow() + timedelta(seconds=5))
+        stale = jobs.fail_stale_runs(
+            session, timedelta(seconds=1), now=utcnow() + timedelta(seconds=5)
+        )
     assert [r.id for r in stale] == [run_id]
 
     finished = resume(session, run_id)
@@ -141,13 +166,18 @@ def test_a_worker_killed_between_or_inside_batches_leaves_consistent_data_and_th
     with open(log_path, "wb") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "flask", "--app", "webapp", "jobs", "worker", "--workers", "1"],
-            cwd=PROJECT_ROOT, env=_worker_env(app), stdout=log, stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env=_worker_env(app),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 90
         while _committed_batches(session, run_id) < BATCHES_BEFORE_KILL:
             assert worker.poll() is None, f"the worker exited early:\n{log_path.read_text()}"
-            assert time.monotonic() < deadline, f"the worker made no progress:\n{log_path.read_text()}"
+            assert time.monotonic() < deadline, (
+                f"the worker made no progress:\n{log_path.read_text()}"
+            )
             time.sleep(0.02)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)
@@ -167,7 +197,11 @@ def test_a_worker_killed_inside_a_batch_transaction_loses_that_batch_whole(app, 
     script.write_text(KILL_INSIDE_BATCH)
     worker = subprocess.run(
         [sys.executable, str(script), str(run_id), str(BATCH_SIZE * BATCHES_BEFORE_KILL)],
-        cwd=PROJECT_ROOT, env=_worker_env(app), capture_output=True, timeout=120, check=False,
+        cwd=PROJECT_ROOT,
+        env=_worker_env(app),
+        capture_output=True,
+        timeout=120,
+        check=False,
     )
     assert worker.returncode == -signal.SIGKILL, worker.stderr.decode()
     lines = ledger(session, run_id)
@@ -176,7 +210,9 @@ def test_a_worker_killed_inside_a_batch_transaction_loses_that_batch_whole(app, 
     assert run.progress_done == BATCH_SIZE * (BATCHES_BEFORE_KILL - 1)
     assert run.checkpoint == lines[-1].position.as_checkpoint()
     session.rollback()
-    _assert_consistent_then_resume(session, run_id, _pid_of(run.worker), total_rows, live_facts, live_stats)
+    _assert_consistent_then_resume(
+        session, run_id, _pid_of(run.worker), total_rows, live_facts, live_stats
+    )
 
 
 def _pid_of(worker: str) -> int:

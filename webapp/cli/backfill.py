@@ -1,4 +1,4 @@
-"""``flask backfill``: turn historical platform records into events; resume, roll back, show runs."""
+"""``flask backfill``: turn historical records into events; resume, roll back, show runs."""
 
 from __future__ import annotations
 
@@ -54,16 +54,35 @@ def _safeguards(app: Flask, force: bool) -> Safeguards:
 
 @backfill_group.command("run")
 @click.option("--dry-run", is_flag=True, help="Report what the backfill would do; write nothing.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Source records per batch (one transaction each); default BACKFILL_BATCH_SIZE.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Source records per batch (one transaction each); default BACKFILL_BATCH_SIZE.",
+)
 @click.option("--force", is_flag=True, help="Start even inside the peak window.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--tournament-from", type=click.IntRange(min=1), help="First tournament id in scope.")
 @click.option("--tournament-to", type=click.IntRange(min=1), help="Last tournament id in scope.")
-@click.option("--before", callback=_parse_before, help="Only tournaments that started before this date (UTC).")
-@click.option("--queue", "via_queue", is_flag=True, help="Hand the run to the workers instead of running it here.")
-def run_command(dry_run: bool, batch_size: int | None, force: bool, yes: bool, tournament_from: int | None,
-                tournament_to: int | None, before: datetime | None, via_queue: bool) -> None:
+@click.option(
+    "--before", callback=_parse_before, help="Only tournaments that started before this date (UTC)."
+)
+@click.option(
+    "--queue",
+    "via_queue",
+    is_flag=True,
+    help="Hand the run to the workers instead of running it here.",
+)
+def run_command(
+    dry_run: bool,
+    batch_size: int | None,
+    force: bool,
+    yes: bool,
+    tournament_from: int | None,
+    tournament_to: int | None,
+    before: datetime | None,
+    via_queue: bool,
+) -> None:
     """Report what a backfill would do, then (unless --dry-run) run it in batches.
 
     Exits 1 when refused or failed, and 3 when the run finished but its parity
@@ -90,12 +109,18 @@ def run_command(dry_run: bool, batch_size: int | None, force: bool, yes: bool, t
     except DomainError as exc:
         in_peak = backfill.in_peak_window(safeguards.now, safeguards.peak_window)
         _fail(f"{exc}" + (" (--force)" if in_peak and not force else ""))
-    if not yes and not _confirmed(f"Create {report.events_to_create:,} events in batches of {batch_size:,}?"):
+    if not yes and not _confirmed(
+        f"Create {report.events_to_create:,} events in batches of {batch_size:,}?"
+    ):
         _fail("not confirmed; nothing was started")
     try:
         with unit_of_work(session):
             run = backfill.start_backfill(
-                session, SYSTEM, scope, safeguards=safeguards, batch_size=batch_size,
+                session,
+                SYSTEM,
+                scope,
+                safeguards=safeguards,
+                batch_size=batch_size,
                 pause_seconds=app.config["BACKFILL_PAUSE_SECONDS"],
             )
             run_id = run.id
@@ -112,7 +137,12 @@ def run_command(dry_run: bool, batch_size: int | None, force: bool, yes: bool, t
 @backfill_group.command("resume")
 @click.argument("run_id", type=int)
 @click.option("--force", is_flag=True, help="Resume even inside the peak window.")
-@click.option("--queue", "via_queue", is_flag=True, help="Hand the run to the workers instead of running it here.")
+@click.option(
+    "--queue",
+    "via_queue",
+    is_flag=True,
+    help="Hand the run to the workers instead of running it here.",
+)
 def resume_command(run_id: int, force: bool, via_queue: bool) -> None:
     """Resume a failed or cancelled backfill from its last committed batch."""
     app = current_app._get_current_object()
@@ -133,8 +163,12 @@ def resume_command(run_id: int, force: bool, via_queue: bool) -> None:
 @backfill_group.command("rollback")
 @click.argument("run_id", type=int)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Events deleted per transaction; default BACKFILL_BATCH_SIZE.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Events deleted per transaction; default BACKFILL_BATCH_SIZE.",
+)
 @click.option("--queue", "via_queue", is_flag=True, help="Hand the rollback to the workers.")
 def rollback_command(run_id: int, yes: bool, batch_size: int | None, via_queue: bool) -> None:
     """Delete the events a backfill run made and take their stats back out (audited)."""
@@ -147,7 +181,9 @@ def rollback_command(run_id: int, yes: bool, batch_size: int | None, via_queue: 
         _fail(str(exc))
     finally:
         session.rollback()
-    click.echo(f"backfill run {run_id}: {plan.events:,} events of {plan.players:,} players to delete")
+    click.echo(
+        f"backfill run {run_id}: {plan.events:,} events of {plan.players:,} players to delete"
+    )
     for event_type, n in plan.events_by_type.items():
         click.echo(f"  {event_type:<24} {n:>10,}")
     if not yes and not _confirmed(f"Delete {plan.events:,} events and take their stats back out?"):
@@ -167,7 +203,9 @@ def rollback_command(run_id: int, yes: bool, batch_size: int | None, via_queue: 
 
 @backfill_group.command("show")
 @click.argument("run_id", type=int)
-@click.option("--recheck", is_flag=True, help="Check parity against the tables now, not as stored at the end.")
+@click.option(
+    "--recheck", is_flag=True, help="Check parity against the tables now, not as stored at the end."
+)
 def show_command(run_id: int, recheck: bool) -> None:
     """Show a backfill run: its ledger batch by batch, totals and parity check."""
     session = db.session()
@@ -226,8 +264,10 @@ def _print_preview(report: BackfillPreview) -> None:
     if report.sample:
         click.echo("sample events:")
         for fact in report.sample:
-            click.echo(f"  {fact.occurred_at:%Y-%m-%d %H:%M} player {fact.player_id:<8} {fact.event_type:<22} "
-                       f"{fact.source_model} {fact.source_id}")
+            click.echo(
+                f"  {fact.occurred_at:%Y-%m-%d %H:%M} player {fact.player_id:<8} "
+                f"{fact.event_type:<22} {fact.source_model} {fact.source_id}"
+            )
 
 
 def _print_report(report: BackfillReport) -> None:
@@ -237,25 +277,37 @@ def _print_report(report: BackfillReport) -> None:
         click.secho(run.error.splitlines()[0], fg="red")
     for rollback in report.rollbacks:
         click.secho(f"rolled back by run {rollback.id} ({rollback.status})", fg="yellow")
-    click.echo(f"{'batch':>6} {'read':>7} {'inserted':>9} {'dupes':>7} {'forfeit':>8} {'no-show':>8} "
-               f"{'failed':>7} {'undecided':>9}  event ids")
+    click.echo(
+        f"{'batch':>6} {'read':>7} {'inserted':>9} {'dupes':>7} {'forfeit':>8} {'no-show':>8} "
+        f"{'failed':>7} {'undecided':>9}  event ids"
+    )
     for line in report.lines:
-        c = line.counts
         if not line.committed:
-            click.secho(f"{line.batch_no:>6} rolled back: {line.errors[0] if line.errors else ''}", fg="red")
+            error = line.errors[0] if line.errors else ""
+            click.secho(f"{line.batch_no:>6} rolled back: {error}", fg="red")
             continue
-        ids = f"{line.first_event_id}-{line.last_event_id}" if line.first_event_id is not None else "-"
-        click.echo(f"{line.batch_no:>6} {c.rows_read:>7,} {c.events_inserted:>9,} {c.duplicates:>7,} "
-                   f"{c.rejected_forfeit:>8,} {c.rejected_no_show:>8,} {c.failed:>7,} {c.skipped_undecided:>9,}  {ids}")
+        ids = "-" if line.first_event_id is None else f"{line.first_event_id}-{line.last_event_id}"
+        click.echo(f"{_counts_row(str(line.batch_no), line.counts)}  {ids}")
         for error in line.errors:
             click.secho(f"         {error}", fg="yellow")
-    t = report.totals
-    click.echo(f"{'total':>6} {t.rows_read:>7,} {t.events_inserted:>9,} {t.duplicates:>7,} "
-               f"{t.rejected_forfeit:>8,} {t.rejected_no_show:>8,} {t.failed:>7,} {t.skipped_undecided:>9,}")
+    click.echo(_counts_row("total", report.totals))
     if report.parity is None:
         return
     when = "now" if report.parity_checked_now else "at the end of the run"
     colour = "green" if report.parity.ok else "yellow"
-    click.secho(f"parity (checked {when}): {'ok' if report.parity.ok else 'differences flagged'}", fg=colour)
+    click.secho(
+        f"parity (checked {when}): {'ok' if report.parity.ok else 'differences flagged'}", fg=colour
+    )
     for check in report.parity.checks:
-        click.secho(f"  {'ok  ' if check.ok else 'FLAG'} {check.describe()}", fg=None if check.ok else "yellow")
+        click.secho(
+            f"  {'ok  ' if check.ok else 'FLAG'} {check.describe()}",
+            fg=None if check.ok else "yellow",
+        )
+
+
+def _counts_row(label: str, c: backfill.BatchCounts) -> str:
+    return (
+        f"{label:>6} {c.rows_read:>7,} {c.events_inserted:>9,} {c.duplicates:>7,} "
+        f"{c.rejected_forfeit:>8,} {c.rejected_no_show:>8,} {c.failed:>7,} "
+        f"{c.skipped_undecided:>9,}"
+    )

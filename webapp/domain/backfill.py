@@ -96,7 +96,7 @@ class BackfillRefused(Conflict):
 
 @dataclass(frozen=True)
 class BackfillScope:
-    """Which history a run covers: all of it, a tournament id range, tournaments started before a date."""
+    """Which history a run covers: all, a tournament id range, tournaments started before a date."""
 
     tournament_from: int | None = None
     tournament_to: int | None = None
@@ -111,10 +111,14 @@ class BackfillScope:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise Invalid(f"{name} must be a tournament id (a positive integer), not {value!r}")
-        if (self.tournament_from is not None and self.tournament_to is not None
-                and self.tournament_from > self.tournament_to):
+        if (
+            self.tournament_from is not None
+            and self.tournament_to is not None
+            and self.tournament_from > self.tournament_to
+        ):
             raise Invalid(
-                f"tournament_from ({self.tournament_from}) is after tournament_to ({self.tournament_to})"
+                f"tournament_from ({self.tournament_from}) is after "
+                f"tournament_to ({self.tournament_to})"
             )
         if self.before is not None and self.before.tzinfo is None:
             raise Invalid("before must carry a timezone")
@@ -140,9 +144,13 @@ class BackfillScope:
     def describe(self) -> str:
         parts = []
         if self.tournament_from is not None or self.tournament_to is not None:
-            parts.append(f"tournaments {self.tournament_from or 'first'} to {self.tournament_to or 'last'}")
+            parts.append(
+                f"tournaments {self.tournament_from or 'first'} to {self.tournament_to or 'last'}"
+            )
         if self.before is not None:
-            parts.append(f"tournaments that started before {self.before.astimezone(UTC):%Y-%m-%d %H:%M} UTC")
+            parts.append(
+                f"tournaments that started before {self.before.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+            )
         return ", ".join(parts) or "all history"
 
     def conditions(self, tournament_id: ColumnElement) -> list[ColumnElement[bool]]:
@@ -153,7 +161,9 @@ class BackfillScope:
         if self.tournament_to is not None:
             found.append(tournament_id <= self.tournament_to)
         if self.before is not None:
-            found.append(tournament_id.in_(select(Tournament.id).where(Tournament.starts_at < self.before)))
+            found.append(
+                tournament_id.in_(select(Tournament.id).where(Tournament.starts_at < self.before))
+            )
         return found
 
 
@@ -166,14 +176,21 @@ class Position:
     after_id: int
 
     def as_checkpoint(self) -> dict[str, Any]:
-        return {"tournament_id": self.tournament_id, "stage": STAGES[self.stage], "after_id": self.after_id}
+        return {
+            "tournament_id": self.tournament_id,
+            "stage": STAGES[self.stage],
+            "after_id": self.after_id,
+        }
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any] | None) -> Position:
         if not checkpoint or "tournament_id" not in checkpoint:
             return START
-        return cls(int(checkpoint["tournament_id"]), STAGES.index(checkpoint["stage"]),
-                   int(checkpoint["after_id"]))
+        return cls(
+            int(checkpoint["tournament_id"]),
+            STAGES.index(checkpoint["stage"]),
+            int(checkpoint["after_id"]),
+        )
 
 
 START = Position(0, -1, 0)
@@ -182,7 +199,9 @@ START = Position(0, -1, 0)
 def count_source_rows(session: Session, scope: BackfillScope) -> int:
     """Count the registrations, matches and results in scope: the records a run reads."""
     return sum(
-        session.scalar(select(func.count()).select_from(model).where(*scope.conditions(model.tournament_id)))
+        session.scalar(
+            select(func.count()).select_from(model).where(*scope.conditions(model.tournament_id))
+        )
         or 0
         for model in _STAGE_MODELS
     )
@@ -201,8 +220,9 @@ def _after(model: type, stage: int, position: Position) -> ColumnElement[bool]:
     )
 
 
-def _read_batch(session: Session, scope: BackfillScope, position: Position,
-                size: int) -> list[tuple[Position, Any]]:
+def _read_batch(
+    session: Session, scope: BackfillScope, position: Position, size: int
+) -> list[tuple[Position, Any]]:
     """Return the next ``size`` source records after ``position``, each with its own position."""
     keys: list[Position] = []
     for stage, model in enumerate(_STAGE_MODELS):
@@ -220,7 +240,10 @@ def _read_batch(session: Session, scope: BackfillScope, position: Position,
     for stage, model in enumerate(_STAGE_MODELS):
         ids = [key.after_id for key in keys if key.stage == stage]
         for chunk in _chunks(ids):
-            records.update(((stage, r.id), r) for r in session.scalars(select(model).where(model.id.in_(chunk))))
+            records.update(
+                ((stage, r.id), r)
+                for r in session.scalars(select(model).where(model.id.in_(chunk)))
+            )
     return [(key, records[(key.stage, key.after_id)]) for key in keys]
 
 
@@ -255,12 +278,16 @@ def _derive(session: Session, records: list[tuple[Position, Any]], run_id: int |
     tournament_ids = sorted({key.tournament_id for key, _ in records})
     tournaments: dict[int, Tournament] = {}
     for chunk in _chunks(tournament_ids):
-        tournaments.update((t.id, t) for t in session.scalars(select(Tournament).where(Tournament.id.in_(chunk))))
+        tournaments.update(
+            (t.id, t) for t in session.scalars(select(Tournament).where(Tournament.id.in_(chunk)))
+        )
     decided = sorted({key.tournament_id for key, _ in records if key.stage == _RESULT})
     entries: dict[int, list[Registration]] = defaultdict(list)
     for chunk in _chunks(decided):
         for registration in session.scalars(
-            select(Registration).where(Registration.tournament_id.in_(chunk)).order_by(Registration.id)
+            select(Registration)
+            .where(Registration.tournament_id.in_(chunk))
+            .order_by(Registration.id)
         ):
             entries[registration.tournament_id].append(registration)
     team_ids: set[int] = {r.team_id for regs in entries.values() for r in regs if r.team_id}
@@ -280,7 +307,9 @@ def _derive(session: Session, records: list[tuple[Position, Any]], run_id: int |
         tournament = tournaments[key.tournament_id]
         try:
             if key.stage == _REGISTRATIONS:
-                row.facts = registration_events(record, tournament, roster, origin="backfill", origin_id=run_id)
+                row.facts = registration_events(
+                    record, tournament, roster, origin="backfill", origin_id=run_id
+                )
             elif key.stage == _MATCHES:
                 if record.state in DECIDED_STATES:
                     row.facts = match_events(record, roster, origin="backfill", origin_id=run_id)
@@ -368,8 +397,14 @@ class BatchLine:
         )
 
 
-def process_batch(session: Session, run_id: int, scope: BackfillScope, position: Position,
-                  batch_size: int, batch_no: int) -> BatchLine | None:
+def process_batch(
+    session: Session,
+    run_id: int,
+    scope: BackfillScope,
+    position: Position,
+    batch_size: int,
+    batch_no: int,
+) -> BatchLine | None:
     """Record the events of the next batch after ``position`` and its ledger line (flush only).
 
     Returns ``None`` when no record is left. Source records the result services
@@ -436,9 +471,20 @@ def _record(session: Session, rows: list[_RowFacts]) -> tuple[list[int], int]:
 
 def record_failed_attempt(session: Session, run_id: int, batch_no: int, error: str) -> BatchLine:
     """Note in the ledger that batch ``batch_no`` failed and was rolled back (flush only)."""
-    line = BackfillBatch(run_id=run_id, batch_no=batch_no, rows_read=0, events_inserted=0, duplicates=0,
-                         rejected_forfeit=0, rejected_no_show=0, failed=0, checkpoint_after=None,
-                         started_at=utcnow(), finished_at=None, error=error)
+    line = BackfillBatch(
+        run_id=run_id,
+        batch_no=batch_no,
+        rows_read=0,
+        events_inserted=0,
+        duplicates=0,
+        rejected_forfeit=0,
+        rejected_no_show=0,
+        failed=0,
+        checkpoint_after=None,
+        started_at=utcnow(),
+        finished_at=None,
+        error=error,
+    )
     session.add(line)
     session.flush()
     return BatchLine.of(line)
@@ -449,7 +495,9 @@ def ledger(session: Session, run_id: int) -> list[BatchLine]:
     return [
         BatchLine.of(line)
         for line in session.scalars(
-            select(BackfillBatch).where(BackfillBatch.run_id == run_id).order_by(BackfillBatch.batch_no)
+            select(BackfillBatch)
+            .where(BackfillBatch.run_id == run_id)
+            .order_by(BackfillBatch.batch_no)
         )
     ]
 
@@ -464,8 +512,12 @@ def ledger_totals(lines: Iterable[BatchLine]) -> BatchCounts:
 
 
 def next_batch_no(session: Session, run_id: int) -> int:
-    return (session.scalar(select(func.max(BackfillBatch.batch_no)).where(BackfillBatch.run_id == run_id))
-            or 0) + 1
+    return (
+        session.scalar(
+            select(func.max(BackfillBatch.batch_no)).where(BackfillBatch.run_id == run_id)
+        )
+        or 0
+    ) + 1
 
 
 # The dry run.
@@ -489,9 +541,14 @@ class BackfillPreview:
         return self.counts.events_inserted
 
 
-def preview(session: Session, scope: BackfillScope, *, batch_size: int = DEFAULT_BATCH_SIZE,
-            sample_size: int = SAMPLE_SIZE) -> BackfillPreview:
-    """Work out what a backfill of ``scope`` would create, by the same reading and rules, writing nothing.
+def preview(
+    session: Session,
+    scope: BackfillScope,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    sample_size: int = SAMPLE_SIZE,
+) -> BackfillPreview:
+    """Work out what a backfill of ``scope`` would create, by the same reading and rules.
 
     Only reads; the caller ends the transaction.
     """
@@ -515,7 +572,9 @@ def preview(session: Session, scope: BackfillScope, *, batch_size: int = DEFAULT
                 fact.tournament_id and derived.tournaments[fact.tournament_id].is_private
             )
             by_type[fact.event_type] += 1
-            delta_counts[(fact.player_id, fact.event_type, fact.team_id is not None, is_private)] += 1
+            delta_counts[
+                (fact.player_id, fact.event_type, fact.team_id is not None, is_private)
+            ] += 1
             if len(sample) < sample_size:
                 sample.append(fact)
         errors = [row.error for row in derived.rows if row.error]
@@ -551,7 +610,10 @@ def _stored_keys(session: Session, keys: set[tuple]) -> set[tuple]:
     columns = (table.c.player_id, table.c.event_type, table.c.source_model, table.c.source_id)
     found: set[tuple] = set()
     for chunk in _chunks(sorted(keys)):
-        found.update(tuple(row) for row in session.execute(select(*columns).where(tuple_(*columns).in_(chunk))))
+        found.update(
+            tuple(row)
+            for row in session.execute(select(*columns).where(tuple_(*columns).in_(chunk)))
+        )
     return found
 
 
@@ -560,7 +622,7 @@ def _stored_keys(session: Session, keys: set[tuple]) -> set[tuple]:
 
 @dataclass(frozen=True)
 class Safeguards:
-    """The conditions a backfill starts under, and whether staff explicitly overrode the peak window."""
+    """The conditions a backfill starts under, and whether staff overrode the peak window."""
 
     now: datetime
     peak_window: str = DEFAULT_PEAK_WINDOW
@@ -570,13 +632,15 @@ class Safeguards:
 
 
 def parse_window(window: str) -> tuple[time, time] | None:
-    """Parse ``"HH:MM-HH:MM"`` (UTC, both minutes included); ``""`` or ``"off"`` means no peak window."""
+    """Parse ``"HH:MM-HH:MM"`` (UTC, both minutes included); ``"off"`` means no peak window."""
     if window.strip().lower() in ("", "off", "none"):
         return None
     try:
         start, end = (time.fromisoformat(part.strip()) for part in window.split("-"))
     except ValueError:
-        raise Invalid(f"peak window must be HH:MM-HH:MM in UTC (or 'off'), not {window!r}") from None
+        raise Invalid(
+            f"peak window must be HH:MM-HH:MM in UTC (or 'off'), not {window!r}"
+        ) from None
     return start, end
 
 
@@ -600,11 +664,13 @@ def check_safeguards(safeguards: Safeguards) -> None:
     if in_peak_window(safeguards.now, safeguards.peak_window) and not safeguards.force:
         raise BackfillRefused(
             f"it is {safeguards.now.astimezone(UTC):%H:%M} UTC, inside the peak window "
-            f"{safeguards.peak_window} UTC; start the backfill outside it, or override the peak window explicitly"
+            f"{safeguards.peak_window} UTC; start the backfill outside it, "
+            "or override the peak window explicitly"
         )
     if safeguards.request_rate > safeguards.max_request_rate:
         raise BackfillRefused(
-            f"the platform is serving {safeguards.request_rate:.1f} requests/s, above the backfill limit "
+            f"the platform is serving {safeguards.request_rate:.1f} requests/s, "
+            "above the backfill limit "
             f"of {safeguards.max_request_rate:g}/s; try again when traffic is lower"
         )
 
@@ -617,21 +683,31 @@ def _check_batch_size(batch_size: int) -> None:
 def _refuse_while_another_runs(session: Session, except_run: int | None = None) -> None:
     busy = session.scalars(
         select(JobRun)
-        .where(JobRun.kind.in_(("backfill", "backfill_rollback")), JobRun.status.in_(ACTIVE_STATUSES))
+        .where(
+            JobRun.kind.in_(("backfill", "backfill_rollback")), JobRun.status.in_(ACTIVE_STATUSES)
+        )
         .where(JobRun.id != (except_run or 0))
         .order_by(JobRun.id)
     ).first()
     if busy is not None:
         raise Conflict(
-            f"{busy.kind.replace('_', ' ')} run {busy.id} is {busy.status}; wait for it to end or cancel it "
+            f"{busy.kind.replace('_', ' ')} run {busy.id} is {busy.status}; "
+            "wait for it to end or cancel it "
             "(a run whose worker died is marked failed once its heartbeat is stale)"
         )
 
 
-def start_backfill(session: Session, actor: Actor, scope: BackfillScope, *, safeguards: Safeguards,
-                   batch_size: int = DEFAULT_BATCH_SIZE, pause_seconds: float = DEFAULT_PAUSE_SECONDS,
-                   confirmed_events: int | None = None) -> JobRun:
-    """Queue a backfill run after the safeguards allow it; the caller runs or enqueues it after commit.
+def start_backfill(
+    session: Session,
+    actor: Actor,
+    scope: BackfillScope,
+    *,
+    safeguards: Safeguards,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    pause_seconds: float = DEFAULT_PAUSE_SECONDS,
+    confirmed_events: int | None = None,
+) -> JobRun:
+    """Queue a backfill run if the safeguards allow it; the caller runs or enqueues it after commit.
 
     ``confirmed_events`` is the number of events staff typed to confirm (the
     dashboard asks for it); it must equal what the run would create now.
@@ -657,13 +733,18 @@ def start_backfill(session: Session, actor: Actor, scope: BackfillScope, *, safe
         "scope": scope.as_params(),
         "batch_size": batch_size,
         "pause_seconds": pause_seconds,
-        "forced_in_peak_window": safeguards.force and in_peak_window(safeguards.now, safeguards.peak_window),
+        "forced_in_peak_window": safeguards.force
+        and in_peak_window(safeguards.now, safeguards.peak_window),
         "request_rate_at_start": round(safeguards.request_rate, 2),
     }
-    return jobs.queue_run(session, actor, "backfill", params, total=count_source_rows(session, scope))
+    return jobs.queue_run(
+        session, actor, "backfill", params, total=count_source_rows(session, scope)
+    )
 
 
-def resume_backfill(session: Session, actor: Actor, run_id: int, *, safeguards: Safeguards) -> JobRun:
+def resume_backfill(
+    session: Session, actor: Actor, run_id: int, *, safeguards: Safeguards
+) -> JobRun:
     """Queue a failed or cancelled backfill again, to continue from its checkpoint.
 
     :raise BackfillRefused: as for starting.
@@ -672,7 +753,9 @@ def resume_backfill(session: Session, actor: Actor, run_id: int, *, safeguards: 
     _backfill_run(session, run_id)
     check_safeguards(safeguards)
     if rollbacks_of(session, run_id):
-        raise Conflict(f"backfill run {run_id} was rolled back; start a new backfill instead of resuming it")
+        raise Conflict(
+            f"backfill run {run_id} was rolled back; start a new backfill instead of resuming it"
+        )
     _refuse_while_another_runs(session, except_run=run_id)
     return jobs.resume_run(session, actor, run_id)
 
@@ -740,13 +823,19 @@ def parity_check(session: Session, run_id: int) -> ParityReport:
     of_run = and_(events.c.origin == "backfill", events.c.origin_id == run_id)
     run_events = func.sum(case((of_run, 1), else_=0))
 
-    matches = dict(session.execute(
-        select(Match.state, func.count()).where(*scope.conditions(Match.tournament_id)).group_by(Match.state)
-    ).all())
+    matches = dict(
+        session.execute(
+            select(Match.state, func.count())
+            .where(*scope.conditions(Match.tournament_id))
+            .group_by(Match.state)
+        ).all()
+    )
     match_events_found: dict[tuple[str, str], tuple[int, int]] = {
         (state, event_type): (sources, int(own or 0))
         for state, event_type, sources, own in session.execute(
-            select(Match.state, events.c.event_type, func.count(func.distinct(Match.id)), run_events)
+            select(
+                Match.state, events.c.event_type, func.count(func.distinct(Match.id)), run_events
+            )
             .join(events, and_(events.c.source_model == "match", events.c.source_id == Match.id))
             .where(*scope.conditions(Match.tournament_id))
             .group_by(Match.state, events.c.event_type)
@@ -767,32 +856,64 @@ def parity_check(session: Session, run_id: int) -> ParityReport:
     registration_events_found = {
         (bool(p), bool(d), event_type): (sources, int(own or 0))
         for p, d, event_type, sources, own in session.execute(
-            select(played_col, decided_col, events.c.event_type, func.count(func.distinct(Registration.id)),
-                   run_events)
-            .join(events, and_(events.c.source_model == "registration", events.c.source_id == Registration.id))
+            select(
+                played_col,
+                decided_col,
+                events.c.event_type,
+                func.count(func.distinct(Registration.id)),
+                run_events,
+            )
+            .join(
+                events,
+                and_(
+                    events.c.source_model == "registration", events.c.source_id == Registration.id
+                ),
+            )
             .where(*scope.conditions(Registration.tournament_id))
             .group_by(played_col, decided_col, events.c.event_type)
         )
     }
-    results = session.scalar(
-        select(func.count()).select_from(TournamentResult).where(*scope.conditions(TournamentResult.tournament_id))
-    ) or 0
-    results_won = session.scalar(
-        select(func.count(func.distinct(TournamentResult.id)))
-        .join(events, and_(events.c.source_model == "tournament_result",
-                           events.c.source_id == TournamentResult.id))
-        .where(events.c.event_type == "tournament_won", *scope.conditions(TournamentResult.tournament_id))
-    ) or 0
+    results = (
+        session.scalar(
+            select(func.count())
+            .select_from(TournamentResult)
+            .where(*scope.conditions(TournamentResult.tournament_id))
+        )
+        or 0
+    )
+    results_won = (
+        session.scalar(
+            select(func.count(func.distinct(TournamentResult.id)))
+            .join(
+                events,
+                and_(
+                    events.c.source_model == "tournament_result",
+                    events.c.source_id == TournamentResult.id,
+                ),
+            )
+            .where(
+                events.c.event_type == "tournament_won",
+                *scope.conditions(TournamentResult.tournament_id),
+            )
+        )
+        or 0
+    )
     stored_of_run, public_in_private = 0, 0
     ranges = _event_ranges(lines)
     if ranges:
         in_range = and_(of_run, events.c.id.between(ranges[0][0], ranges[-1][1]))
-        stored_of_run = session.scalar(select(func.count()).select_from(events).where(in_range)) or 0
-        public_in_private = session.scalar(
-            select(func.count()).select_from(events)
-            .join(Tournament, Tournament.id == events.c.tournament_id)
-            .where(in_range, Tournament.is_private, events.c.is_private.is_(False))
-        ) or 0
+        stored_of_run = (
+            session.scalar(select(func.count()).select_from(events).where(in_range)) or 0
+        )
+        public_in_private = (
+            session.scalar(
+                select(func.count())
+                .select_from(events)
+                .join(Tournament, Tournament.id == events.c.tournament_id)
+                .where(in_range, Tournament.is_private, events.c.is_private.is_(False))
+            )
+            or 0
+        )
 
     def sources(found: dict, *keys: tuple) -> int:
         return sum(found.get(key, (0, 0))[0] for key in keys)
@@ -805,29 +926,66 @@ def parity_check(session: Session, run_id: int) -> ParityReport:
     played_regs = sum(n for (p, _d), n in registrations.items() if p)
     checks = [
         ParityCheck("source records read", count_source_rows(session, scope), totals.rows_read),
-        ParityCheck("completed matches x 2 sides: match_won + match_lost", 2 * matches.get("completed", 0),
-                    sources(match_events_found, ("completed", "match_won"), ("completed", "match_lost"))),
-        ParityCheck("forfeit matches x 2 sides: forfeit won + lost", 2 * matches.get("forfeit", 0),
-                    sources(match_events_found, ("forfeit", "match_forfeit_won"),
-                            ("forfeit", "match_forfeit_lost"))),
-        ParityCheck("match_won/match_lost this run gave for forfeits", 0,
-                    own(match_events_found, [("forfeit", "match_won"), ("forfeit", "match_lost")])),
-        ParityCheck("events this run gave for undecided matches", 0,
-                    own(match_events_found, [(s, t) for s in undecided_states for t in event_types])),
-        ParityCheck("registrations: tournament_registered", sum(registrations.values()),
-                    sources(registration_events_found, *[(p, d, "tournament_registered")
-                                                         for p in (True, False) for d in (True, False)])),
-        ParityCheck("checked-in registrations: tournament_checked_in", played_regs,
-                    sources(registration_events_found,
-                            *[(True, d, "tournament_checked_in") for d in (True, False)])),
-        ParityCheck("entrants who played a decided tournament: tournament_completed",
-                    registrations.get((True, True), 0),
-                    sources(registration_events_found, (True, True, "tournament_completed"))),
-        ParityCheck("tournament_completed this run gave no-shows and withdrawals", 0,
-                    own(registration_events_found, [(False, d, "tournament_completed") for d in (True, False)])),
+        ParityCheck(
+            "completed matches x 2 sides: match_won + match_lost",
+            2 * matches.get("completed", 0),
+            sources(match_events_found, ("completed", "match_won"), ("completed", "match_lost")),
+        ),
+        ParityCheck(
+            "forfeit matches x 2 sides: forfeit won + lost",
+            2 * matches.get("forfeit", 0),
+            sources(
+                match_events_found,
+                ("forfeit", "match_forfeit_won"),
+                ("forfeit", "match_forfeit_lost"),
+            ),
+        ),
+        ParityCheck(
+            "match_won/match_lost this run gave for forfeits",
+            0,
+            own(match_events_found, [("forfeit", "match_won"), ("forfeit", "match_lost")]),
+        ),
+        ParityCheck(
+            "events this run gave for undecided matches",
+            0,
+            own(match_events_found, [(s, t) for s in undecided_states for t in event_types]),
+        ),
+        ParityCheck(
+            "registrations: tournament_registered",
+            sum(registrations.values()),
+            sources(
+                registration_events_found,
+                *[(p, d, "tournament_registered") for p in (True, False) for d in (True, False)],
+            ),
+        ),
+        ParityCheck(
+            "checked-in registrations: tournament_checked_in",
+            played_regs,
+            sources(
+                registration_events_found,
+                *[(True, d, "tournament_checked_in") for d in (True, False)],
+            ),
+        ),
+        ParityCheck(
+            "entrants who played a decided tournament: tournament_completed",
+            registrations.get((True, True), 0),
+            sources(registration_events_found, (True, True, "tournament_completed")),
+        ),
+        ParityCheck(
+            "tournament_completed this run gave no-shows and withdrawals",
+            0,
+            own(
+                registration_events_found,
+                [(False, d, "tournament_completed") for d in (True, False)],
+            ),
+        ),
         ParityCheck("tournament results: tournament_won", results, results_won),
-        ParityCheck("events of this run in private tournaments not marked private", 0, public_in_private),
-        ParityCheck("events this run inserted, still stored", totals.events_inserted, stored_of_run),
+        ParityCheck(
+            "events of this run in private tournaments not marked private", 0, public_in_private
+        ),
+        ParityCheck(
+            "events this run inserted, still stored", totals.events_inserted, stored_of_run
+        ),
     ]
     return ParityReport(checks)
 
@@ -838,13 +996,18 @@ def events_by_type(session: Session, run_id: int) -> dict[str, int]:
     if not ranges:
         return {}
     events = ActivityEvent.__table__
-    return dict(session.execute(
-        select(events.c.event_type, func.count())
-        .where(events.c.origin == "backfill", events.c.origin_id == run_id,
-               events.c.id.between(ranges[0][0], ranges[-1][1]))
-        .group_by(events.c.event_type)
-        .order_by(events.c.event_type)
-    ).all())
+    return dict(
+        session.execute(
+            select(events.c.event_type, func.count())
+            .where(
+                events.c.origin == "backfill",
+                events.c.origin_id == run_id,
+                events.c.id.between(ranges[0][0], ranges[-1][1]),
+            )
+            .group_by(events.c.event_type)
+            .order_by(events.c.event_type)
+        ).all()
+    )
 
 
 def run_summary(session: Session, run_id: int) -> dict[str, Any]:
@@ -881,8 +1044,15 @@ def backfill_report(session: Session, run_id: int, *, recheck: bool = False) -> 
     stored = (run.result or {}).get("parity")
     checked_now = recheck or stored is None
     parity = parity_check(session, run_id) if checked_now else ParityReport.from_list(stored)
-    return BackfillReport(run, BackfillScope.from_params(run.params.get("scope")), lines, ledger_totals(lines),
-                          parity, checked_now, rollbacks_of(session, run_id))
+    return BackfillReport(
+        run,
+        BackfillScope.from_params(run.params.get("scope")),
+        lines,
+        ledger_totals(lines),
+        parity,
+        checked_now,
+        rollbacks_of(session, run_id),
+    )
 
 
 # Rollback.
@@ -903,7 +1073,8 @@ def rollbacks_of(session: Session, run_id: int) -> list[JobRun]:
     )
     # A rollback that failed after deleting some events has left the run no longer whole.
     return [
-        r for r in candidates
+        r
+        for r in candidates
         if int((r.params or {}).get("run_id", 0)) == run_id
         and (r.status in (*ACTIVE_STATUSES, "succeeded") or r.progress_done)
     ]
@@ -919,7 +1090,9 @@ class RollbackPlan:
     events_by_type: dict[str, int]
 
 
-def plan_rollback(session: Session, run_id: int, *, rollback_run_id: int | None = None) -> RollbackPlan:
+def plan_rollback(
+    session: Session, run_id: int, *, rollback_run_id: int | None = None
+) -> RollbackPlan:
     """Check a run can be rolled back and count what it would delete.
 
     :raise Conflict: while the run is active, while another backfill or
@@ -928,19 +1101,28 @@ def plan_rollback(session: Session, run_id: int, *, rollback_run_id: int | None 
     """
     run = _backfill_run(session, run_id)
     if not run.is_finished:
-        raise Conflict(f"backfill run {run_id} is {run.status}; cancel it and wait for it to stop first")
+        raise Conflict(
+            f"backfill run {run_id} is {run.status}; cancel it and wait for it to stop first"
+        )
     _refuse_while_another_runs(session, except_run=rollback_run_id)
     ranges = _event_ranges(ledger(session, run_id))
     if not ranges:
         return RollbackPlan(run_id, 0, 0, {})
     events = ActivityEvent.__table__
-    of_run = and_(events.c.origin == "backfill", events.c.origin_id == run_id,
-                  events.c.id.between(ranges[0][0], ranges[-1][1]))
+    of_run = and_(
+        events.c.origin == "backfill",
+        events.c.origin_id == run_id,
+        events.c.id.between(ranges[0][0], ranges[-1][1]),
+    )
     _refuse_if_referenced(session, run_id, of_run)
-    by_type = dict(session.execute(
-        select(events.c.event_type, func.count()).where(of_run).group_by(events.c.event_type)
-    ).all())
-    players = session.scalar(select(func.count(func.distinct(events.c.player_id))).where(of_run)) or 0
+    by_type = dict(
+        session.execute(
+            select(events.c.event_type, func.count()).where(of_run).group_by(events.c.event_type)
+        ).all()
+    )
+    players = (
+        session.scalar(select(func.count(func.distinct(events.c.player_id))).where(of_run)) or 0
+    )
     return RollbackPlan(run_id, sum(by_type.values()), players, dict(sorted(by_type.items())))
 
 
@@ -957,10 +1139,13 @@ def _refuse_if_referenced(session: Session, run_id: int, of_run: ColumnElement[b
         .limit(5)
     ).all()
     if reversed_:
-        listed = "; ".join(f"event {e} ({t} of player {p}) was reversed by event {r}" for e, t, p, r in reversed_)
+        listed = "; ".join(
+            f"event {e} ({t} of player {p}) was reversed by event {r}" for e, t, p, r in reversed_
+        )
         raise Conflict(
-            f"backfill run {run_id} cannot be rolled back: some of its events were corrected after a "
-            f"dispute ({listed}). Deleting them would leave those reversals undoing events that no longer "
+            f"backfill run {run_id} cannot be rolled back: some of its events were corrected "
+            f"after a dispute ({listed}). Deleting them would leave those reversals undoing "
+            "events that no longer "
             "exist and take their stats out twice; nothing was deleted"
         )
     findings = session.execute(
@@ -973,8 +1158,9 @@ def _refuse_if_referenced(session: Session, run_id: int, of_run: ColumnElement[b
     if findings:
         listed = "; ".join(f"finding {f} on event {e}" for f, e in findings)
         raise Conflict(
-            f"backfill run {run_id} cannot be rolled back: a later report of the same facts disagreed with "
-            f"some of its events ({listed}), and deleting them would erase what those findings refer to; "
+            f"backfill run {run_id} cannot be rolled back: a later report of the same facts "
+            f"disagreed with some of its events ({listed}), and deleting them would erase what "
+            "those findings refer to; "
             "nothing was deleted"
         )
 
@@ -990,9 +1176,14 @@ def event_ranges(session: Session, run_id: int) -> list[tuple[int, int]]:
     return _event_ranges(ledger(session, run_id))
 
 
-def rollback_chunk(session: Session, run_id: int, ranges: Sequence[tuple[int, int]], after_event_id: int,
-                   limit: int) -> RolledBackChunk | None:
-    """Delete the run's next ``limit`` events after ``after_event_id`` and take their stats back out.
+def rollback_chunk(
+    session: Session,
+    run_id: int,
+    ranges: Sequence[tuple[int, int]],
+    after_event_id: int,
+    limit: int,
+) -> RolledBackChunk | None:
+    """Delete the run's next ``limit`` events after ``after_event_id``; take their stats back out.
 
     ``ranges`` are the run's ``event_ranges``; the events are found through
     them, and so through the primary key. Flush only: the deletion and the
@@ -1007,43 +1198,67 @@ def rollback_chunk(session: Session, run_id: int, ranges: Sequence[tuple[int, in
     for first, last in ranges:
         if last <= after_event_id:
             continue
-        ids = list(session.scalars(
-            select(events.c.id)
-            .where(of_run, events.c.id.between(max(first, after_event_id + 1), last))
-            .order_by(events.c.id)
-            .limit(limit)
-        ))
+        ids = list(
+            session.scalars(
+                select(events.c.id)
+                .where(of_run, events.c.id.between(max(first, after_event_id + 1), last))
+                .order_by(events.c.id)
+                .limit(limit)
+            )
+        )
         if not ids:
             continue
         chosen = events.c.id.in_(ids)
         _refuse_if_referenced(session, run_id, and_(of_run, chosen))
         removed = session.execute(
-            delete(events).where(of_run, chosen)
-            .returning(events.c.player_id, events.c.event_type, events.c.team_id, events.c.is_private)
+            delete(events)
+            .where(of_run, chosen)
+            .returning(
+                events.c.player_id, events.c.event_type, events.c.team_id, events.c.is_private
+            )
         ).all()
         apply_stat_deltas(
             session,
-            stat_deltas((ProjectedEvent(p, t, team is not None, bool(private)) for p, t, team, private in removed),
-                        sign=-1),
+            stat_deltas(
+                (
+                    ProjectedEvent(p, t, team is not None, bool(private))
+                    for p, t, team, private in removed
+                ),
+                sign=-1,
+            ),
         )
         return RolledBackChunk(len(removed), max(ids))
     return None
 
 
-def start_rollback(session: Session, actor: Actor, run_id: int, *,
-                   batch_size: int = DEFAULT_BATCH_SIZE) -> JobRun:
+def start_rollback(
+    session: Session, actor: Actor, run_id: int, *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> JobRun:
     """Queue the rollback of a backfill run after checking it is allowed.
 
     :raise Conflict: see ``plan_rollback``.
     """
     _check_batch_size(batch_size)
     plan = plan_rollback(session, run_id)
-    return jobs.queue_run(session, actor, "backfill_rollback", {"run_id": run_id, "batch_size": batch_size},
-                          total=plan.events)
+    return jobs.queue_run(
+        session,
+        actor,
+        "backfill_rollback",
+        {"run_id": run_id, "batch_size": batch_size},
+        total=plan.events,
+    )
 
 
-def record_rollback(session: Session, actor: Actor, run_id: int, rollback_run_id: int, deleted: int) -> None:
+def record_rollback(
+    session: Session, actor: Actor, run_id: int, rollback_run_id: int, deleted: int
+) -> None:
     """Audit a finished rollback (the queued rollback run is audited by the job framework)."""
-    record_audit(session, actor, "backfill.rollback", target_type="job", target_id=run_id,
-                 rollback_run_id=rollback_run_id, events_deleted=deleted)
-
+    record_audit(
+        session,
+        actor,
+        "backfill.rollback",
+        target_type="job",
+        target_id=run_id,
+        rollback_run_id=rollback_run_id,
+        events_deleted=deleted,
+    )

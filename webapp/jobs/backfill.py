@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def backfill_procedure(session: Session, context) -> dict[str, Any]:
-    """Record the history in the run's scope, batch after batch from its checkpoint; end with parity."""
+    """Record the history in the run's scope in batches from its checkpoint; end with parity."""
     run_id = context.run_id
     params = context.params
     scope = backfill.BackfillScope.from_params(params.get("scope"))
@@ -43,7 +43,8 @@ def backfill_procedure(session: Session, context) -> dict[str, Any]:
         try:
             # A batch that deadlocks with live traffic is undone whole and run again.
             line = run_in_unit_of_work(
-                session, partial(_record_batch, context, scope, position, batch_size, batch_no, done, total)
+                session,
+                partial(_record_batch, context, scope, position, batch_size, batch_no, done, total),
             )
         except Exception as exc:
             _note_failed_attempt(session, run_id, batch_no, exc)
@@ -57,12 +58,22 @@ def backfill_procedure(session: Session, context) -> dict[str, Any]:
     summary = backfill.run_summary(session, run_id)
     session.rollback()
     if not summary["parity_ok"]:
-        log.warning("backfill run %s: parity check flagged %s", run_id, "; ".join(summary["parity_flags"]))
+        log.warning(
+            "backfill run %s: parity check flagged %s", run_id, "; ".join(summary["parity_flags"])
+        )
     return summary
 
 
-def _record_batch(context, scope: backfill.BackfillScope, position: backfill.Position, batch_size: int,
-                  batch_no: int, done: int, total: int, session: Session) -> backfill.BatchLine | None:
+def _record_batch(
+    context,
+    scope: backfill.BackfillScope,
+    position: backfill.Position,
+    batch_size: int,
+    batch_no: int,
+    done: int,
+    total: int,
+    session: Session,
+) -> backfill.BatchLine | None:
     line = backfill.process_batch(session, context.run_id, scope, position, batch_size, batch_no)
     if line is not None:
         done += line.counts.rows_read
@@ -79,17 +90,19 @@ def _note_failed_attempt(session: Session, run_id: int, batch_no: int, exc: Exce
         with unit_of_work(session):
             backfill.record_failed_attempt(session, run_id, batch_no, error)
     except Exception:
-        log.exception("backfill run %s: could not note failed batch %s in the ledger", run_id, batch_no)
+        log.exception(
+            "backfill run %s: could not note failed batch %s in the ledger", run_id, batch_no
+        )
 
 
 def rollback_procedure(session: Session, context) -> dict[str, Any]:
-    """Delete a backfill run's events in batches, each taking their stats back out; audit the end."""
+    """Delete a backfill run's events in batches, each taking their stats out; audit the end."""
     params = context.params
     run_id = int(params["run_id"])
     batch_size = int(params.get("batch_size", backfill.DEFAULT_BATCH_SIZE))
     checkpoint = context.checkpoint or {}
     after, deleted = int(checkpoint.get("after_event_id", 0)), int(checkpoint.get("deleted", 0))
-    # Checked again here: a dispute may have reversed one of the events since the rollback was queued.
+    # Checked again: a dispute may have reversed one of the events since the rollback was queued.
     plan = backfill.plan_rollback(session, run_id, rollback_run_id=context.run_id)
     ranges = backfill.event_ranges(session, run_id)
     total = deleted + plan.events
@@ -99,7 +112,8 @@ def rollback_procedure(session: Session, context) -> dict[str, Any]:
     while True:
         context.raise_if_cancelled()
         chunk = run_in_unit_of_work(
-            session, partial(_delete_chunk, context, run_id, ranges, after, batch_size, deleted, total)
+            session,
+            partial(_delete_chunk, context, run_id, ranges, after, batch_size, deleted, total),
         )
         if chunk is None:
             break
@@ -107,14 +121,29 @@ def rollback_procedure(session: Session, context) -> dict[str, Any]:
 
     with unit_of_work(session):
         backfill.record_rollback(session, actor, run_id, context.run_id, deleted)
-    return {"backfill_run_id": run_id, "events_deleted": deleted, "events_by_type": plan.events_by_type}
+    return {
+        "backfill_run_id": run_id,
+        "events_deleted": deleted,
+        "events_by_type": plan.events_by_type,
+    }
 
 
-def _delete_chunk(context, run_id: int, ranges: list[tuple[int, int]], after: int, batch_size: int,
-                  deleted: int, total: int, session: Session) -> backfill.RolledBackChunk | None:
+def _delete_chunk(
+    context,
+    run_id: int,
+    ranges: list[tuple[int, int]],
+    after: int,
+    batch_size: int,
+    deleted: int,
+    total: int,
+    session: Session,
+) -> backfill.RolledBackChunk | None:
     chunk = backfill.rollback_chunk(session, run_id, ranges, after, batch_size)
     if chunk is not None:
         deleted += chunk.deleted
-        context.progress(deleted, total=max(total, deleted),
-                         checkpoint={"after_event_id": chunk.last_event_id, "deleted": deleted})
+        context.progress(
+            deleted,
+            total=max(total, deleted),
+            checkpoint={"after_event_id": chunk.last_event_id, "deleted": deleted},
+        )
     return chunk

@@ -10,6 +10,7 @@ them); with Redis every process shares the counts.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import datetime
 
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 # Seconds the rate is averaged over, the current one included.
 WINDOW_SECONDS = 5
 _EXTENSION = "traffic_storage"
+# limits' MemoryStorage is not safe for concurrent increments from several
+# threads (two can start the same expiry timer); requests are served by threads.
+_increment_lock = threading.Lock()
 
 
 def init_app(app: Flask) -> None:
@@ -30,6 +34,10 @@ def init_app(app: Flask) -> None:
     # The storage the limiter built for this app (limiter.init_app runs first);
     # the limiter itself may later be bound to another app in the same process.
     storage: Storage = limiter.storage if limiter.enabled else MemoryStorage()
+    if isinstance(storage, MemoryStorage):
+        # In memory the count is per process anyway; a storage of its own keeps
+        # its increments (under the lock below) apart from the sign-in limiter's.
+        storage = MemoryStorage()
     app.extensions[_EXTENSION] = storage
 
     @app.after_request
@@ -53,13 +61,15 @@ def _second(now: datetime | float | None) -> int:
 def record_request(app: Flask, now: datetime | float | None = None) -> None:
     """Count one request served at ``now`` (default: this second)."""
     try:
-        app.extensions[_EXTENSION].incr(_key(app, _second(now)), WINDOW_SECONDS * 2)
+        with _increment_lock:
+            app.extensions[_EXTENSION].incr(_key(app, _second(now)), WINDOW_SECONDS * 2)
     except Exception:  # a lost count must never fail the request it belongs to
         log.exception("could not count a request in the rate limiter's storage")
 
 
-def current_request_rate(app: Flask, now: datetime | float | None = None,
-                         window: int = WINDOW_SECONDS) -> float:
+def current_request_rate(
+    app: Flask, now: datetime | float | None = None, window: int = WINDOW_SECONDS
+) -> float:
     """Return the requests per second served over the last ``window`` seconds up to ``now``."""
     storage: Storage = app.extensions[_EXTENSION]
     second = _second(now)
