@@ -73,7 +73,8 @@ def test_a_token_needs_a_staff_member_to_answer_for_it(session):
 def test_authentication_finds_live_tokens_only(session, admin):
     with unit_of_work(session):
         new = create_token(session, admin, "platform", ["read"])
-    assert authenticate_token(session, new.plaintext).id == new.token.id
+    grant = authenticate_token(session, new.plaintext)
+    assert (grant.token_id, grant.scopes) == (new.token.id, ("read",))
     for wrong in (
         None,
         "",

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from webapp.domain.audit import Actor, record_audit
@@ -131,16 +131,34 @@ def list_tokens(session: Session) -> list[TokenListing]:
     return [TokenListing(token, email) for token, email in rows]
 
 
-def authenticate_token(session: Session, plaintext: str | None) -> ApiToken | None:
-    """Return the live token ``plaintext`` stands for, or None if it is unknown or revoked."""
+@dataclass(frozen=True)
+class TokenGrant:
+    """What a live token allows: read once per request, never expired by a commit."""
+
+    token_id: int
+    scopes: tuple[str, ...]
+    last_used_at: datetime | None
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+_tokens = ApiToken.__table__
+# Built once, read through the connection: every API request runs it, and an
+# ORM object would cost more than the indexed lookup itself.
+_BY_HASH = select(_tokens.c.id, _tokens.c.scopes, _tokens.c.last_used_at).where(
+    _tokens.c.token_hash == bindparam("token_hash"), _tokens.c.revoked_at.is_(None)
+)
+
+
+def authenticate_token(session: Session, plaintext: str | None) -> TokenGrant | None:
+    """Return what the live token ``plaintext`` allows, or None if it is unknown or revoked."""
     if not plaintext or not plaintext.startswith(TOKEN_PREFIX) or len(plaintext) > MAX_TOKEN_LENGTH:
         return None
-    token = session.scalars(
-        select(ApiToken).where(ApiToken.token_hash == hash_token(plaintext))
-    ).first()
-    if token is None or token.revoked_at is not None:
+    row = session.connection().execute(_BY_HASH, {"token_hash": hash_token(plaintext)}).first()
+    if row is None:
         return None
-    return token
+    return TokenGrant(row.id, tuple(row.scopes), row.last_used_at)
 
 
 def use_is_due(last_used_at: datetime | None, now: datetime | None = None) -> bool:

@@ -24,20 +24,28 @@ Paging
     A feed page holds up to 50 events, newest first; ``next_cursor`` is
     passed back as ``?cursor=`` for the next page and is null on the last.
 
+Live results
+    ``POST /api/results/matches`` and ``POST /api/results/tournaments`` take
+    the JSON of ``MatchReport`` and ``TournamentReport``
+    (``webapp.domain.live_results``). A tournament is named by the platform's
+    reference (``tournament_ref``, our ``Tournament.external_ref``) and must
+    already be stored; a match is created by its first report, under its
+    ``match_ref``. A new result answers 201 ``{"status": "recorded", ...}``,
+    the same report again 200 ``{"status": "duplicate", ...}``.
+
 Errors
     Always JSON: ``{"error": message, "field": path or null}``. A body that is
-    not JSON is 400; a body that is JSON but breaks the schema or a rule is
-    422, with ``field`` naming the first field at fault (``side_a.player``)
-    and ``errors`` listing every one; a report that contradicts a decided
-    result is 409. Nothing is written on any error.
+    not JSON is 400 (415 if not sent as JSON, 413 if too large); a body that
+    is JSON but breaks the schema or a rule is 422, with ``field`` naming the
+    first field at fault (``side_a.player``) and ``errors`` listing every one;
+    a report that contradicts a decided result is 409. A refused report
+    writes nothing.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from functools import wraps
 from typing import Any
 
@@ -47,11 +55,17 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from webapp.domain.api_tokens import authenticate_token, note_token_use, use_is_due
+from webapp.domain.api_tokens import (
+    TokenGrant,
+    authenticate_token,
+    note_token_use,
+    use_is_due,
+)
 from webapp.domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from webapp.domain.live_results import (
     InvalidReport,
     MatchReport,
+    ReportOutcome,
     ReportStatus,
     TournamentReport,
     report_match,
@@ -96,15 +110,6 @@ class ApiError(Exception):
         self.errors = errors
 
 
-@dataclass(frozen=True)
-class Caller:
-    """The token a request came with: copied out, so a commit cannot expire it."""
-
-    token_id: int
-    scopes: tuple[str, ...]
-    last_used_at: datetime | None
-
-
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
@@ -115,7 +120,7 @@ def requires_scope(scope: str) -> Callable:
     def decorator(view):
         @wraps(view)
         def wrapped(*args, **kwargs):
-            g.api_caller = _authenticate(scope)
+            g.api_grant = _authenticate(scope)
             return view(*args, **kwargs)
 
         return wrapped
@@ -123,7 +128,7 @@ def requires_scope(scope: str) -> Callable:
     return decorator
 
 
-def _authenticate(scope: str) -> Caller:
+def _authenticate(scope: str) -> TokenGrant:
     header = request.headers.get("Authorization")
     if not header:
         raise ApiError(
@@ -135,35 +140,34 @@ def _authenticate(scope: str) -> Caller:
     invalid = {"WWW-Authenticate": f'{REALM}, error="invalid_token"'}
     if scheme.lower() != "bearer" or not credentials.strip():
         raise ApiError(401, "the Authorization header must be: Bearer <token>", headers=invalid)
-    token = authenticate_token(db.session(), credentials.strip())
-    if token is None:
+    grant = authenticate_token(db.session(), credentials.strip())
+    if grant is None:
         raise ApiError(401, "the API token is not valid: unknown or revoked", headers=invalid)
-    caller = Caller(token.id, tuple(token.scopes), token.last_used_at)
-    if scope not in caller.scopes:
+    if not grant.allows(scope):
         raise ApiError(
             403,
             f"this token does not have the {scope} scope",
             headers={"WWW-Authenticate": f'{REALM}, error="insufficient_scope", scope="{scope}"'},
         )
-    return caller
+    return grant
 
 
 def _note_use(session: Session) -> None:
     """Note the token's use in the caller's unit of work, at most once a minute."""
-    caller: Caller = g.api_caller
-    if use_is_due(caller.last_used_at):
-        note_token_use(session, caller.token_id)
+    grant: TokenGrant = g.api_grant
+    if use_is_due(grant.last_used_at):
+        note_token_use(session, grant.token_id)
 
 
 def _note_use_on_read(session: Session) -> None:
     """Note a read's token use in a transaction of its own; if that fails, the read goes on."""
-    if not use_is_due(g.api_caller.last_used_at):
+    if not use_is_due(g.api_grant.last_used_at):
         return
     try:
         with unit_of_work(session):
             _note_use(session)
     except DomainError:
-        log.warning("could not note the use of API token %s", g.api_caller.token_id, exc_info=True)
+        log.warning("could not note the use of API token %s", g.api_grant.token_id, exc_info=True)
 
 
 # Reads: the feed's player and the viewer in one statement, then the feed or the stats.
@@ -260,7 +264,7 @@ def _report(model: type[BaseModel]):
         raise ApiError(422, message, first["field"], errors=errors) from None
 
 
-def _recorded(outcome) -> tuple[Any, int]:
+def _recorded(outcome: ReportOutcome) -> tuple[Any, int]:
     status = 201 if outcome.status is ReportStatus.RECORDED else 200
     return jsonify(outcome.as_json()), status
 
