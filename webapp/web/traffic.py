@@ -15,7 +15,7 @@ import time
 from datetime import datetime
 
 from flask import Flask
-from limits.storage import MemoryStorage, Storage
+from limits.storage import MemoryStorage
 
 from webapp.extensions import limiter
 
@@ -24,20 +24,40 @@ log = logging.getLogger(__name__)
 # Seconds the rate is averaged over, the current one included.
 WINDOW_SECONDS = 5
 _EXTENSION = "traffic_storage"
-# limits' MemoryStorage is not safe for concurrent increments from several
-# threads (two can start the same expiry timer); requests are served by threads.
-_increment_lock = threading.Lock()
+
+
+class ProcessCounter:
+    """Per-second counts kept in this process: no threads, no I/O, safe across threads.
+
+    limits' MemoryStorage would do, but it starts a timer thread to expire keys
+    and races when two threads increment at once; a request must not pay for either.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def incr(self, key: str, expiry: int) -> int:
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+            if len(self._counts) > 4 * expiry:  # keys are per second: drop all but the newest
+                for old in sorted(self._counts)[: -2 * expiry]:
+                    del self._counts[old]
+            return self._counts[key]
+
+    def get(self, key: str) -> int:
+        with self._lock:
+            return self._counts.get(key, 0)
 
 
 def init_app(app: Flask) -> None:
     """Count every request the app serves."""
     # The storage the limiter built for this app (limiter.init_app runs first);
     # the limiter itself may later be bound to another app in the same process.
-    storage: Storage = limiter.storage if limiter.enabled else MemoryStorage()
-    if isinstance(storage, MemoryStorage):
-        # In memory the count is per process anyway; a storage of its own keeps
-        # its increments (under the lock below) apart from the sign-in limiter's.
-        storage = MemoryStorage()
+    storage = limiter.storage if limiter.enabled else None
+    if storage is None or isinstance(storage, MemoryStorage):
+        # In memory the count is per process anyway.
+        storage = ProcessCounter()
     app.extensions[_EXTENSION] = storage
 
     @app.after_request
@@ -61,8 +81,7 @@ def _second(now: datetime | float | None) -> int:
 def record_request(app: Flask, now: datetime | float | None = None) -> None:
     """Count one request served at ``now`` (default: this second)."""
     try:
-        with _increment_lock:
-            app.extensions[_EXTENSION].incr(_key(app, _second(now)), WINDOW_SECONDS * 2)
+        app.extensions[_EXTENSION].incr(_key(app, _second(now)), WINDOW_SECONDS * 2)
     except Exception:  # a lost count must never fail the request it belongs to
         log.exception("could not count a request in the rate limiter's storage")
 
@@ -71,7 +90,7 @@ def current_request_rate(
     app: Flask, now: datetime | float | None = None, window: int = WINDOW_SECONDS
 ) -> float:
     """Return the requests per second served over the last ``window`` seconds up to ``now``."""
-    storage: Storage = app.extensions[_EXTENSION]
+    storage = app.extensions[_EXTENSION]
     second = _second(now)
     total = sum(storage.get(_key(app, s)) for s in range(second - window + 1, second + 1))
     return total / window
