@@ -115,8 +115,8 @@ def started_run_id(response) -> int:
     return int(match.group(1))
 
 
-def progress_block(client, run_id: int):
-    return client.get(run_url(run_id, "/progress"), headers=HX)
+def progress_block(client, run_id: int, seen: str = "queued"):
+    return client.get(run_url(run_id, "/progress"), query_string={"seen": seen}, headers=HX)
 
 
 def bar_value(html: str) -> str | None:
@@ -209,8 +209,10 @@ def test_a_dry_run_of_a_bad_scope_says_what_is_wrong(client, sign_in, history):
     assert response.status_code == 400
     assert "tournament_from (9) is after tournament_to (3)" in response.text
     response = client.get(BACKFILL, query_string={"preview": "1", "batch_size": "0"}, headers=HX)
-    assert response.status_code == 400
+    assert response.status_code == 200, "htmx swaps in only a successful response"
+    assert response.text.lstrip().startswith('<div id="backfill-report"')
     assert 'data-testid="backfill-refused"' in response.text and "Batch size" in response.text
+    assert 'data-testid="start-form"' not in response.text
 
 
 # Starting a backfill.
@@ -319,7 +321,7 @@ def test_the_progress_block_polls_while_the_run_is_unfinished_and_stops_when_it_
     run_id = started_run_id(start_backfill(client, str(expected_events(session)), batch_size="2"))
 
     queued = progress_block(client, run_id)
-    assert f'hx-get="/admin/operations/jobs/{run_id}/progress"' in queued.text
+    assert f'hx-get="/admin/operations/jobs/{run_id}/progress?seen=queued"' in queued.text
     assert 'hx-trigger="every 1s"' in queued.text and 'hx-swap="outerHTML"' in queued.text
     assert bar_value(queued.text) == "0"
     assert "HX-Trigger" not in queued.headers
@@ -329,19 +331,24 @@ def test_the_progress_block_polls_while_the_run_is_unfinished_and_stops_when_it_
         jobs.start_run(session, run_id, "test-worker:1")
         session.get(JobRun, run_id).started_at = utcnow() - timedelta(seconds=20)
         jobs.record_progress(session, run_id, done=2, total=6)
-    running = progress_block(client, run_id).text
+    running_response = progress_block(client, run_id)
+    assert running_response.headers["HX-Trigger"] == "job-status-changed", "queued -> running"
+    running = running_response.text
     assert 'hx-trigger="every 1s"' in running
     assert bar_value(running) == "33"
     assert re.search(r'data-testid="job-progress-done">2<.*data-testid="job-progress-total">6<', running, re.DOTALL)
     assert 'data-testid="job-rate"' in running and 'data-testid="job-time-left"' in running
+    outcome = client.get(run_url(run_id)).text
+    assert 'hx-trigger="job-status-changed from:body, every 3s"' in outcome, "the details follow the run too"
+    assert "HX-Trigger" not in progress_block(client, run_id, seen="running").headers
     with unit_of_work(session):
         jobs.finish_run(session, run_id, {"events_inserted": 0})
 
-    finished = progress_block(client, run_id)
+    finished = progress_block(client, run_id, seen="running")
     assert "hx-trigger" not in finished.text and "hx-get" not in finished.text
     assert bar_value(finished.text) == "100"
     assert 'data-status="succeeded"' in finished.text
-    assert finished.headers["HX-Trigger"] == "job-finished"
+    assert finished.headers["HX-Trigger"] == "job-status-changed"
     assert "hx-trigger" not in client.get(run_url(run_id)).text, "a finished run's page polls nothing"
 
 
@@ -551,6 +558,18 @@ def test_starting_a_check_needs_the_csrf_token_and_a_known_mode(client, session,
     assert count(session, JobRun) == 0 and queue.pending_count() == 0
 
 
+def test_a_fix_waits_for_another_fix_but_a_check_may_run_beside_it(client, session, sign_in, queue):
+    sign_in("engineer")
+    csrf = token(client, RECONCILIATION)
+    first = started_run_id(client.post(RECONCILE, data={"csrf_token": csrf, "mode": "fix"}))
+    refused = client.post(RECONCILE, data={"csrf_token": csrf, "mode": "fix"}, follow_redirects=True)
+    assert f"reconciliation run {first} is already queued" in refused.text
+    assert 'data-testid="active-reconciliations"' in refused.text
+    assert count(session, JobRun) == 1 and queue.pending_count() == 1
+    started_run_id(client.post(RECONCILE, data={"csrf_token": csrf, "mode": "check"}))
+    assert count(session, JobRun) == 2 and queue.pending_count() == 2
+
+
 def test_drift_details_are_paged_by_player(client, session, sign_in, make_player):
     players = [make_player() for _ in range(27)]
     with unit_of_work(session):
@@ -584,6 +603,7 @@ def test_typed_numbers_allow_thousands_separators_only(typed, number):
     assert typed_number(typed) == number
 
 
-@pytest.mark.parametrize("seconds, said", [(4.6, "5 s"), (200, "3 min 20 s"), (7500, "2 h 05 min")])
+@pytest.mark.parametrize("seconds, said", [(0.4, "under a second"), (4.6, "5 s"), (200, "3 min 20 s"),
+                                           (7500, "2 h 05 min")])
 def test_durations_read_like_people_say_them(seconds, said):
     assert duration(seconds) == said

@@ -1,6 +1,8 @@
-"""What the Operations pages read: job runs with who started them, reconciliation history, drift by player.
+"""What the Operations pages read, and how they queue a reconciliation.
 
-Reads only: nothing here flushes, and the caller ends the transaction.
+Job runs with who started them, reconciliation history, drift by player: reads
+only, and the caller ends the transaction. ``queue_reconciliation`` flushes
+and leaves the commit to the caller, like every domain write.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from webapp.domain.errors import NotFound
-from webapp.domain.jobs import get_run
+from webapp.domain.audit import Actor
+from webapp.domain.errors import Conflict, NotFound
+from webapp.domain.jobs import get_run, queue_run
 from webapp.domain.reconciliation import StatDrift
 from webapp.models.jobs import JobRun
 from webapp.models.players import Player
@@ -159,3 +162,20 @@ def drifted_stats(session: Session, run_id: int) -> int:
     return session.scalar(
         select(func.count()).select_from(ReconciliationDrift).where(ReconciliationDrift.run_id == run_id)
     ) or 0
+
+
+def queue_reconciliation(session: Session, actor: Actor, *, fix: bool, batch_size: int) -> JobRun:
+    """Queue a reconciliation run (audited); the caller enqueues it after the commit.
+
+    :raise Conflict: for a fix while another fix is queued or running. Each
+        adds the drift its own snapshot found, so two at once would apply the
+        same corrections twice. A check writes no stats and may always start.
+    """
+    if fix:
+        for run in active_runs(session, "reconcile"):
+            if (run.params or {}).get("fix"):
+                raise Conflict(
+                    f"reconciliation run {run.id} is already {run.status} and fixes what it finds; two fixes at "
+                    "once would apply the same corrections twice. Wait for it to end"
+                )
+    return queue_run(session, actor, "reconcile", {"fix": fix, "batch_size": batch_size})

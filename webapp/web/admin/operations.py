@@ -31,9 +31,12 @@ Live progress
 run, on the runs list, the run page and the backfill and reconciliation pages.
 While the run is not finished it carries ``hx-get`` of ``JobsView.progress``
 with ``hx-trigger="every 1s"`` and replaces itself; the block served once the
-run has ended carries no trigger, so polling stops. That last response also
-sends ``HX-Trigger: job-finished``, on which the run page fetches its outcome
-block (result, ledger, parity, buttons) again.
+run has ended carries no trigger, so polling stops. A response whose status
+differs from the one the page showed (queued to running, running to
+succeeded) sends ``HX-Trigger: job-status-changed``, on which the run page
+fetches its outcome block (details, buttons, result, ledger, parity) at once;
+while the run goes on, that block also refreshes itself every few seconds, and
+stops like the bar.
 """
 
 from __future__ import annotations
@@ -82,7 +85,10 @@ PROGRESS_UNITS = {
     "backfill_rollback": "events",
     "reconcile": "players",
 }
-FINISHED_EVENT = "job-finished"
+# Sent by the progress block when the run's status changed since the page last saw it.
+STATUS_EVENT = "job-status-changed"
+# Between status changes, the run page's ledger and details follow a running job at this pace.
+OUTCOME_REFRESH_SECONDS = 3
 
 SCOPE_FIELDS = ("tournament_from", "tournament_to", "before", "batch_size")
 _THOUSANDS = re.compile(r"[,_\s\u202f\u00a0']")
@@ -120,7 +126,7 @@ class ScopeForm(FlaskForm):
         return self.batch_size.data or current_app.config["BACKFILL_BATCH_SIZE"]
 
     def as_args(self) -> dict[str, Any]:
-        """The scope and batch size as query-string or hidden-field values."""
+        """Return the scope and batch size as query-string or hidden-field values."""
         return {
             "tournament_from": self.tournament_from.data,
             "tournament_to": self.tournament_to.data,
@@ -213,6 +219,8 @@ def job_status(run: JobRun, requested_by: str | None = None) -> JobStatus:
 def duration(seconds: float) -> str:
     """Say a duration the way people read one: "45 s", "3 min 20 s", "2 h 05 min"."""
     whole = round(seconds)
+    if whole < 1:
+        return "under a second"
     if whole < 60:
         return f"{whole} s"
     minutes, secs = divmod(whole, 60)
@@ -324,8 +332,8 @@ class JobsView(SecureView):
         )
         response = current_app.make_response(body)
         response.headers["Cache-Control"] = "no-store"
-        if run.is_finished:
-            response.headers["HX-Trigger"] = FINISHED_EVENT
+        if request.args.get("seen", run.status) != run.status:
+            response.headers["HX-Trigger"] = STATUS_EVENT
         return response
 
     @expose("/<int:run_id>/cancel", methods=("POST",))
@@ -410,7 +418,8 @@ class JobsView(SecureView):
             "rollback_form": RollbackForm(),
             "in_peak_window": _in_peak_window(),
             "peak_window": current_app.config["BACKFILL_PEAK_WINDOW"],
-            "finished_event": FINISHED_EVENT,
+            "status_event": STATUS_EVENT,
+            "outcome_refresh_seconds": OUTCOME_REFRESH_SECONDS,
             "backfill": None,
         }
         if run.kind == "backfill":
@@ -468,6 +477,9 @@ class BackfillView(SecureView):
         if "preview" in request.args:
             form.validate()
             report, refusal, status = self._preview(form)
+            if request.headers.get("HX-Request"):
+                # htmx swaps only successful responses: the block that says what is wrong must be one.
+                status = 200
         return _page_or_block(
             self, "admin/operations/backfill.html", "report", status=status,
             **self._context(form, report, refusal, StartForm(formdata=None)),
@@ -575,12 +587,15 @@ class ReconciliationView(SecureView):
             return redirect(url_for(".index"), 303)
         fix = form.mode.data == "fix"
         session = db.session()
-        with unit_of_work(session):
-            run_id = jobs.queue_run(
-                session, current_actor(), "reconcile",
-                {"fix": fix, "batch_size": current_app.config["RECONCILE_FIX_BATCH_SIZE"]},
-            ).id
-            _enqueue_after_commit(session, run_id)
+        try:
+            with unit_of_work(session):
+                run_id = operations.queue_reconciliation(
+                    session, current_actor(), fix=fix, batch_size=current_app.config["RECONCILE_FIX_BATCH_SIZE"]
+                ).id
+                _enqueue_after_commit(session, run_id)
+        except DomainError as exc:
+            flash(f"Nothing was started: {exc}.", "danger")
+            return redirect(url_for(".index"), 303)
         what = "check and fix" if fix else "check (dry run)"
         flash(f"Reconciliation {what} queued as run {run_id}.", "success")
         return _run_page(run_id)
