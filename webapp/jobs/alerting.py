@@ -51,6 +51,9 @@ def raise_alert(session: Session, rule: str, subject: str, details: dict[str, An
 
 def raise_alert_now(session: Session, rule: str, subject: str, details: dict[str, Any] | None = None) -> None:
     """Raise an alert in a unit of work of its own (after a failure, when the work was rolled back)."""
+    if not current_settings().channels:
+        log.warning("alert not sent, no channel configured: %s", subject)
+        return
     try:
         with unit_of_work(session):
             raise_alert(session, rule, subject, details)
