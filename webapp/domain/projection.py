@@ -165,8 +165,10 @@ def expected_stats_sql(extra_counts_sql: str = "", dialect: str | None = None) -
     The events are first counted per (player, type, privacy, team-ness), then the
     counts are joined to the delta table, so the work grows with the number of
     events only in the counting. ``:player_id`` (NULL for everyone) limits it.
-    ``extra_counts_sql`` may add rows of the same shape as the ``counts`` CTE
-    (e.g. totals of archived events) with a leading ``UNION ALL``. ``dialect``
+    The totals of archived events (``archived_event_counts``) are always
+    counted with the hot events, so archival changes no expected stat.
+    ``extra_counts_sql`` may add more rows of the same shape as the ``counts``
+    CTE with a leading ``UNION ALL``. ``dialect``
     (``"sqlite"`` or ``"postgresql"``) picks the fastest counting for that
     database; without it the SQL runs well on both.
     """
@@ -182,6 +184,8 @@ counts AS (
     {everyone}
     UNION ALL
     {_COUNTS_OF_ONE_PLAYER}
+    UNION ALL
+    {_ARCHIVED_COUNTS}
     {extra_counts_sql}
 ),
 expected AS (
@@ -219,6 +223,18 @@ _COUNTS_OF_EVERYONE = f"""SELECT +player_id AS player_id, event_type, {_PRIVATE}
     FROM activity_events
     WHERE CAST(:player_id AS BIGINT) IS NULL
     GROUP BY 1, 2, 3, 4"""
+
+# Events moved to cold storage, already counted per player and kind when they
+# were archived. Split like the hot counts, so one player's totals are found
+# through the primary key (it leads with player_id) and everyone's by one read.
+_ARCHIVED_COLUMNS = """SELECT player_id, event_type, CASE WHEN is_private THEN 1 ELSE 0 END AS is_private,
+           CASE WHEN is_team THEN 1 ELSE 0 END AS is_team, n
+    FROM archived_event_counts"""
+_ARCHIVED_COUNTS = f"""{_ARCHIVED_COLUMNS}
+    WHERE CAST(:player_id AS BIGINT) IS NULL
+    UNION ALL
+    {_ARCHIVED_COLUMNS}
+    WHERE player_id = :player_id"""
 
 # On SQLite, sorting every event is still most of the work. So each event is
 # first counted as public and solo from the idempotency key's index alone (it

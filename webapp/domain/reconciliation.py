@@ -1,11 +1,13 @@
 """Reconciliation: recompute stats from events in one set-based query, report and repair drift.
 
-Drift is ``expected - stored`` per player, scope and stat. Expected values and
-stored values are read by a single statement inside a snapshot, so events that
-commit meanwhile (each together with its stat delta) are either wholly in the
-snapshot or wholly outside it and never look like drift. Repairs add the drift
-as a delta (``column = column + drift``) instead of overwriting, so a change
-committed after the snapshot is kept.
+Drift is ``expected - stored`` per player, scope and stat. Expected values
+count the hot events plus the totals of archived ones (``archived_event_counts``,
+see ``expected_stats_sql``), so archival moves no stat and makes no drift.
+Expected values and stored values are read by a single statement inside a
+snapshot, so events that commit meanwhile (each together with its stat delta)
+are either wholly in the snapshot or wholly outside it and never look like drift.
+Repairs add the drift as a delta (``column = column + drift``) instead of
+overwriting, so a change committed after the snapshot is kept.
 """
 
 from __future__ import annotations
