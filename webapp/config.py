@@ -87,6 +87,11 @@ class BaseConfig:
         self.BACKFILL_PEAK_WINDOW = os.environ.get("BACKFILL_PEAK_WINDOW", "06:00-23:59")
         self.BACKFILL_MAX_REQUEST_RATE = float(os.environ.get("BACKFILL_MAX_REQUEST_RATE", "50"))
 
+        # Archival: events older than this many days move to gzip JSON-lines files
+        # under ARCHIVE_URL, a folder or any fsspec URL (s3://... with its package).
+        self.ARCHIVE_URL = os.environ.get("ARCHIVE_URL") or str(INSTANCE_DIR / "archive")
+        self.ARCHIVE_AFTER_DAYS = int(os.environ.get("ARCHIVE_AFTER_DAYS", "730"))
+
     def validate(self) -> None:
         """Refuse to start with settings that are unsafe for this environment."""
         if not self.SECRET_KEY:

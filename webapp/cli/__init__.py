@@ -5,6 +5,7 @@ from flask import Flask
 
 def register_cli(app: Flask) -> None:
     """Attach every command group to ``app``."""
+    from webapp.cli.archive import archive_group
     from webapp.cli.atp import import_atp_command
     from webapp.cli.backfill import backfill_group
     from webapp.cli.demo import demo_data_command
@@ -22,3 +23,4 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(backfill_group)
     app.cli.add_command(serve_command)
     app.cli.add_command(import_atp_command)
+    app.cli.add_command(archive_group)

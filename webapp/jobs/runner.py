@@ -66,6 +66,7 @@ class JobContext:
 
 def procedures() -> dict[str, Procedure]:
     """The procedure of each job kind."""
+    from webapp.jobs.archive import archive_procedure, restore_procedure
     from webapp.jobs.atp_import import import_atp_procedure
     from webapp.jobs.backfill import backfill_procedure, rollback_procedure
     from webapp.jobs.reconcile import reconcile_procedure
@@ -75,6 +76,8 @@ def procedures() -> dict[str, Procedure]:
         "backfill": backfill_procedure,
         "backfill_rollback": rollback_procedure,
         "import_atp": import_atp_procedure,
+        "archive": archive_procedure,
+        "archive_restore": restore_procedure,
     }
 
 
