@@ -24,6 +24,8 @@ from webapp.jobs.atp_import import run_atp_import
 
 RECORD_KINDS = ("players", "teams", "team_memberships", "tournaments", "registrations", "matches",
                 "tournament_results")
+# Players and pairs are looked up wherever they play, so only the new ones are counted.
+COUNTED_WHEN_STORED = ("tournaments", "registrations", "matches", "tournament_results")
 
 
 def _parse_years(_ctx, _param, value: str | None) -> range | None:
@@ -81,8 +83,8 @@ def _print_report(report: ImportReport, elapsed: float) -> None:
     )
     click.echo(f"  {'records':<22} {'inserted':>10} {'already stored':>15} {'updated':>8}")
     for kind in RECORD_KINDS:
-        click.echo(f"  {kind:<22} {report.inserted[kind]:>10,} {report.existing[kind]:>15,} "
-                   f"{report.updated[kind]:>8,}")
+        existing = f"{report.existing[kind]:,}" if kind in COUNTED_WHEN_STORED else "-"
+        click.echo(f"  {kind:<22} {report.inserted[kind]:>10,} {existing:>15} {report.updated[kind]:>8,}")
     click.echo("  matches by score")
     for category, count in sorted(report.scores.items(), key=lambda item: -item[1]):
         click.echo(f"    {category:<24} {count:>10,}")
