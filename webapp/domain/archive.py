@@ -51,7 +51,7 @@ from webapp.models.jobs import JobRun
 DEFAULT_AFTER_DAYS = 730
 # Events read from the hot table per round trip while a file is written.
 READ_CHUNK = 5_000
-# Rows per INSERT on restore: 14 parameters each stays under SQLite's 32,766.
+# Events re-inserted per statement on restore.
 INSERT_CHUNK = 1_000
 # Ids per DELETE ... IN (...).
 DELETE_CHUNK = 5_000
@@ -510,13 +510,14 @@ def _add_archived_counts(session: Session, counts: Mapping[CountKey, int], sign:
         {"player_id": p, "event_type": t, "is_private": private, "is_team": team, "n": sign * n}
         for (p, t, private, team), n in sorted(counts.items())  # a fixed lock order
     ]
-    for chunk in _chunks(rows, INSERT_CHUNK):
-        insert = dialect_insert(session, _counts).values(chunk)
-        session.execute(
-            insert.on_conflict_do_update(
-                index_elements=list(_COUNT_KEY_COLUMNS), set_={"n": _counts.c.n + insert.excluded.n}
-            )
-        )
+    insert = dialect_insert(session, _counts)
+    # Many parameter sets for one statement: compiled once, not once per row count.
+    session.execute(
+        insert.on_conflict_do_update(
+            index_elements=list(_COUNT_KEY_COLUMNS), set_={"n": _counts.c.n + insert.excluded.n}
+        ),
+        rows,
+    )
     players = sorted({key[0] for key in counts})
     for chunk in _chunks(players, DELETE_CHUNK):
         of_players = _counts.c.player_id.in_(chunk)
@@ -700,13 +701,13 @@ def _insert_events(session: Session, records: list[dict[str, Any]], inserted: Co
     # below its current value (they were issued by it), so no new event takes one.
     statement = (
         dialect_insert(session, _events)
-        .values(records)
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(_events.c.player_id, _events.c.event_type, _events.c.is_private,
                    _events.c.team_id)
     )
     n = 0
-    for player_id, event_type, is_private, team_id in session.execute(statement):
+    # Only the rows actually inserted come back, whichever were skipped.
+    for player_id, event_type, is_private, team_id in session.execute(statement, records):
         inserted[(player_id, event_type, bool(is_private), team_id is not None)] += 1
         n += 1
     return n
