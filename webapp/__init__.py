@@ -35,6 +35,10 @@ def create_app(config: BaseConfig | None = None, overrides: Mapping[str, Any] | 
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
 
+    if app.config.get("PASSWORD_HASH_PROFILE"):
+        from webapp.domain.staff import use_password_profile
+
+        use_password_profile(app.config["PASSWORD_HASH_PROFILE"])
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), compare_type=True)
     csrf.init_app(app)

@@ -121,6 +121,8 @@ class TestConfig(BaseConfig):
     def __init__(self) -> None:
         super().__init__()
         self.SECRET_KEY = "test-secret-key"
+        # Staff passwords in tests are hashed with argon2's cheapest parameters.
+        self.PASSWORD_HASH_PROFILE = "CHEAPEST"
 
 
 class ProductionConfig(BaseConfig):
