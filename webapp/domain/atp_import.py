@@ -84,6 +84,7 @@ from webapp.models import (
     Tournament,
     TournamentResult,
 )
+from webapp.models.base import utcnow
 from webapp.models.players import format_public_id
 
 DEFAULT_CHUNK_SIZE = 5_000
@@ -552,9 +553,9 @@ class _ChunkWriter:
         self.people = people
         self.report = report
         self.entrant_column = "team_id" if kind == DOUBLES else "player_id"
+        self.is_postgresql = session.get_bind().dialect.name == "postgresql"
         self.insert_options = (
-            {"insertmanyvalues_page_size": POSTGRESQL_INSERT_PAGE_ROWS}
-            if session.get_bind().dialect.name == "postgresql" else {}
+            {"insertmanyvalues_page_size": POSTGRESQL_INSERT_PAGE_ROWS} if self.is_postgresql else {}
         )
         # What became of each tournament of the file, told once the file is done.
         self.outcomes: dict[str, str | None] = {}
@@ -571,6 +572,7 @@ class _ChunkWriter:
         def entrant(ids: tuple[int, ...]) -> int:
             return teams[_pair(ids)] if self.kind == DOUBLES else players[ids[0]]
 
+        now = utcnow()
         matches = []
         for r in rows:
             stored = tournaments[r.tournament_ref(self.kind)]
@@ -593,9 +595,12 @@ class _ChunkWriter:
                 "is_final": r.round == FINAL_ROUND and stored.awards_winner,
                 "external_ref": r.match_ref(self.kind),
                 "version": 1,
+                "created_at": now,
             })
             self.report.scores[r.category] += 1
-        self._matches(matches, tournaments)
+        inserted = self._insert_many(Match, matches)
+        self.report.inserted["matches"] += inserted
+        self.report.existing["matches"] += len(matches) - inserted
         self._registrations(matches, tournaments)
         self._results(matches, tournaments)
 
@@ -643,33 +648,40 @@ class _ChunkWriter:
         if count_existing:
             self.report.existing[kind] += len(rows) - new
 
-    def _insert_many(self, model: type, rows: list[dict]) -> None:
-        """Insert many rows, leaving out those already stored, without reading anything back.
+    def _insert_many(self, model: type, rows: list[dict]) -> int:
+        """Insert many rows, leaving out those already stored; return how many were new.
 
-        RETURNING would cost psycopg five times the client time of a plain
-        executemany, so callers count what is new themselves.
+        On PostgreSQL the rows are copied into a temporary table and inserted
+        from there in one statement: for the 20,000 rows of a few seasons'
+        matches that takes a quarter of the time of an executemany and a tenth
+        of multi-row INSERTs with RETURNING, on the client and the server alike.
+        SQLite, in the process, gains nothing over its executemany.
         """
-        if rows:
-            statement = dialect_insert(self.session, model.__table__).on_conflict_do_nothing()
-            self.session.execute(statement, rows)
-
-    def _matches(self, matches: list[dict], tournaments: dict[str, _StoredTournament]) -> None:
-        """Insert the matches not stored yet; count them."""
-        stored_before = {t.id for t in tournaments.values() if not t.is_new}
-        # Every match of a tournament inserted by this chunk is new: only the others need counting.
-        before = self._match_count(stored_before)
-        self._insert_many(Match, matches)
-        new = self._match_count(stored_before) - before
-        new += sum(1 for m in matches if m["tournament_id"] not in stored_before)
-        self.report.inserted["matches"] += new
-        self.report.existing["matches"] += len(matches) - new
-
-    def _match_count(self, tournament_ids: set[int]) -> int:
-        statement = select(func.count()).select_from(Match)
-        return sum(
-            self.session.scalar(statement.where(Match.tournament_id.in_(batch)))
-            for batch in _batches(sorted(tournament_ids))
-        )
+        if not rows:
+            return 0
+        table = model.__table__
+        if not self.is_postgresql:
+            statement = dialect_insert(self.session, table).on_conflict_do_nothing()
+            return self.session.execute(statement, rows).rowcount
+        columns = list(rows[0])
+        names = ", ".join(columns)
+        stage = f"atp_import_{table.name}"
+        with self.session.connection().connection.driver_connection.cursor() as cursor:
+            # The staging table has the target's column types and nothing else: no
+            # constraints, no defaults; it lives as long as the connection, emptied per use.
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                f"SELECT {names} FROM {table.name} WITH NO DATA"
+            )
+            with cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([row[column] for column in columns])
+            cursor.execute(
+                f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {stage} ON CONFLICT DO NOTHING"
+            )
+            inserted = cursor.rowcount
+            cursor.execute(f"TRUNCATE {stage}")
+        return inserted
 
     def _players(self, atp_ids: set[int]) -> dict[int, int]:
         """Return the platform id of each ATP player, importing those not stored yet."""
@@ -809,6 +821,7 @@ class _ChunkWriter:
                 registered[(tournament_id, entrant)] = (registration_id, status)
 
         statuses = _registration_statuses(facts)
+        now = utcnow()
         new = [
             {
                 "tournament_id": tournament_id,
@@ -816,6 +829,7 @@ class _ChunkWriter:
                 "team_id": entrant if self.entrant_column == "team_id" else None,
                 "status": status,
                 "registered_at": starts[tournament_id] - REGISTRATION_LEAD,
+                "created_at": now,
             }
             for (tournament_id, entrant), status in sorted(statuses.items())
             if (tournament_id, entrant) not in registered
@@ -825,8 +839,7 @@ class _ChunkWriter:
             for key, status in sorted(statuses.items())
             if key in registered and registered[key][1] != status
         ]
-        self._insert_many(Registration, new)
-        self.report.inserted["registrations"] += len(new)
+        self.report.inserted["registrations"] += self._insert_many(Registration, new)
         # Entrants of this chunk already registered by an earlier run (or chunk) and left as they were.
         in_chunk = {(m["tournament_id"], m[column]) for m in matches for column in (a_column, b_column)}
         self.report.existing["registrations"] += len(in_chunk & registered.keys()) - len(changed)
