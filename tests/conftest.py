@@ -8,6 +8,8 @@ empty for the next one.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import socket
 import uuid
@@ -105,11 +107,18 @@ def worker_id(request) -> str:
     return getattr(request.config, "workerinput", {}).get("workerid", "main")
 
 
+def _remove_files(*paths: str) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
 def make_app(database_url: str, **overrides) -> Flask:
     """Build a test app on ``database_url``, with a job queue file of its own."""
     import tempfile
 
     queue_file = os.path.join(tempfile.gettempdir(), f"activity-ops-queue-{uuid.uuid4().hex[:12]}.sqlite3")
+    atexit.register(_remove_files, queue_file, f"{queue_file}-wal", f"{queue_file}-shm")
     return create_app(
         TestConfig(),
         overrides={"SQLALCHEMY_DATABASE_URI": database_url, "QUEUE_URL": f"sqlite:///{queue_file}", **overrides},
