@@ -43,13 +43,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _safeguards(app: Flask, force: bool) -> Safeguards:
-    return Safeguards(
-        now=datetime.now(UTC),
-        peak_window=app.config["BACKFILL_PEAK_WINDOW"],
-        request_rate=current_request_rate(app),
-        max_request_rate=app.config["BACKFILL_MAX_REQUEST_RATE"],
-        force=force,
-    )
+    return backfill.current_safeguards(app.config, current_request_rate(app), force=force)
 
 
 @backfill_group.command("run")

@@ -35,7 +35,7 @@ CLI own the transactions.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from typing import Any
@@ -629,6 +629,19 @@ class Safeguards:
     request_rate: float = 0.0
     max_request_rate: float = DEFAULT_MAX_REQUEST_RATE
     force: bool = False
+
+
+def current_safeguards(
+    settings: Mapping[str, Any], request_rate: float, *, force: bool
+) -> Safeguards:
+    """Return the safeguards a backfill starts under now, from the app's ``BACKFILL_*`` settings."""
+    return Safeguards(
+        now=datetime.now(UTC),
+        peak_window=settings["BACKFILL_PEAK_WINDOW"],
+        request_rate=request_rate,
+        max_request_rate=settings["BACKFILL_MAX_REQUEST_RATE"],
+        force=force,
+    )
 
 
 def parse_window(window: str) -> tuple[time, time] | None:

@@ -51,7 +51,6 @@ from typing import Any
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_admin import expose
 from flask_wtf import FlaskForm
-from jinja2_fragments.flask import render_block
 from wtforms import BooleanField, DateField, IntegerField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
@@ -66,6 +65,7 @@ from webapp.transaction import after_commit, unit_of_work
 from webapp.web.admin.base import SecureView
 from webapp.web.auth import current_actor
 from webapp.web.errors import status_for
+from webapp.web.partials import render_page_or_block
 from webapp.web.traffic import current_request_rate
 
 OPERATIONS_ROLES = ("admin", "engineer")
@@ -233,17 +233,6 @@ def duration(seconds: float) -> str:
 # Rendering.
 
 
-def _page_or_block(view, template: str, block: str, status: int = 200, **context):
-    """Render the whole page, or only ``block`` of it for an htmx request."""
-    if request.headers.get("HX-Request") and not request.headers.get("HX-History-Restore-Request"):
-        body = render_block(template, block, **context)
-    else:
-        body = view.render(template, **context)
-    response = current_app.make_response((body, status))
-    response.vary.add("HX-Request")
-    return response
-
-
 def _int_arg(name: str) -> int | None:
     value = (request.args.get(name) or "").strip()
     if not value:
@@ -255,13 +244,7 @@ def _int_arg(name: str) -> int | None:
 
 def _safeguards(force: bool) -> Safeguards:
     app = current_app._get_current_object()
-    return Safeguards(
-        now=datetime.now(UTC),
-        peak_window=app.config["BACKFILL_PEAK_WINDOW"],
-        request_rate=current_request_rate(app),
-        max_request_rate=app.config["BACKFILL_MAX_REQUEST_RATE"],
-        force=force,
-    )
+    return backfill.current_safeguards(app.config, current_request_rate(app), force=force)
 
 
 def _in_peak_window() -> bool:
@@ -308,10 +291,10 @@ class JobsView(SecureView):
             raise Invalid(f"there is no job kind {kind!r}")
         page = operations.job_runs(db.session(), kind=kind, before_id=_int_arg("before"),
                                    limit=RUNS_PAGE_SIZE)
-        return _page_or_block(
-            self,
+        return render_page_or_block(
             "admin/operations/jobs.html",
             "runs",
+            render=self.render,
             runs=[job_status(listing.run, listing.requested_by) for listing in page.listings],
             next_before=page.next_before,
             kind=kind,
@@ -321,7 +304,9 @@ class JobsView(SecureView):
     @expose("/<int:run_id>")
     def run(self, run_id: int):
         """The run's page; with htmx, only its outcome block (fetched again when the run ends)."""
-        return _page_or_block(self, "admin/operations/run.html", "outcome", **self._run_context(run_id))
+        return render_page_or_block(
+            "admin/operations/run.html", "outcome", render=self.render, **self._run_context(run_id)
+        )
 
     @expose("/<int:run_id>/progress")
     def progress(self, run_id: int):
@@ -480,8 +465,8 @@ class BackfillView(SecureView):
             if request.headers.get("HX-Request"):
                 # htmx swaps only successful responses: the block that says what is wrong must be one.
                 status = 200
-        return _page_or_block(
-            self, "admin/operations/backfill.html", "report", status=status,
+        return render_page_or_block(
+            "admin/operations/backfill.html", "report", render=self.render, status=status,
             **self._context(form, report, refusal, StartForm(formdata=None)),
         )
 
@@ -515,8 +500,8 @@ class BackfillView(SecureView):
 
     def _render_refused(self, form: StartForm, report: BackfillPreview | None, refusal: str, status: int):
         """The page again after a refused start: the dry run, the typed values and why it was refused."""
-        return _page_or_block(
-            self, "admin/operations/backfill.html", "report", status=status,
+        return render_page_or_block(
+            "admin/operations/backfill.html", "report", render=self.render, status=status,
             **self._context(form, report, refusal, form),
         )
 
@@ -569,10 +554,10 @@ class ReconciliationView(SecureView):
         history = operations.reconciliation_history(
             session, before_id=_int_arg("before"), limit=HISTORY_PAGE_SIZE
         )
-        return _page_or_block(
-            self,
+        return render_page_or_block(
             "admin/operations/reconciliation.html",
             "history",
+            render=self.render,
             runs=history.runs,
             next_before=history.next_before,
             active=[job_status(run) for run in operations.active_runs(session, "reconcile")],
@@ -607,10 +592,10 @@ class ReconciliationView(SecureView):
         run = operations.reconciliation_run(session, run_id)
         after = _int_arg("after")
         drift = operations.drift_by_player(session, run_id, after_player_id=after, limit=DRIFT_PAGE_SIZE)
-        return _page_or_block(
-            self,
+        return render_page_or_block(
             "admin/operations/reconciliation_run.html",
             "drift_page",
+            render=self.render,
             run=run,
             drift=drift,
             continued=after is not None,

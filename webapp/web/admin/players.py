@@ -48,12 +48,13 @@ from flask import current_app, flash, redirect, request, session, url_for
 from flask_admin import expose
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from jinja2_fragments.flask import render_block
 from wtforms import StringField
 from wtforms.validators import DataRequired, Length
 
 from webapp.domain import players as players_domain
+from webapp.domain.archive import ArchiveStorage, ArchiveVerificationFailed
 from webapp.domain.audit import record_audit
+from webapp.domain.cold_feed import ColdFeed, archived_feed
 from webapp.domain.errors import Forbidden, Invalid
 from webapp.domain.privacy import (
     SEARCH_FIELDS,
@@ -69,6 +70,7 @@ from webapp.models.activity import ORIGINS
 from webapp.transaction import unit_of_work
 from webapp.web.admin.base import ALL_ROLES, UNREDACTED_ROLES, SecureView
 from webapp.web.auth import current_actor, roles_required
+from webapp.web.partials import render_page_or_block
 
 AUDIT_ACTION = "player.view_unredacted"
 GRANT_LIFETIME = timedelta(minutes=15)
@@ -126,9 +128,10 @@ class PlayersView(SecureView):
             cursor=request.args.get("cursor") or None,
             limit=SEARCH_PAGE_SIZE,
         )
-        return self._page_or_block(
+        return render_page_or_block(
             "admin/players/search.html",
             "results",
+            render=self.render,
             query=query.strip(),
             results=results,
             search_fields=fields,
@@ -136,8 +139,15 @@ class PlayersView(SecureView):
 
     @expose("/<public_id>")
     def player(self, public_id: str):
-        """The player page; with htmx, only the timeline (the filters form asks for it)."""
-        return self._player_page(public_id, block="timeline", audit_view="page")
+        """The player page; with htmx, only the timeline (the filters form asks for it).
+
+        With ``include_archived=1`` the timeline ends with the player's archived
+        events, read from cold storage for this request only.
+        """
+        archived = request.args.get("include_archived") == "1"
+        return self._player_page(
+            public_id, block="timeline", audit_view="page", include_archived=archived
+        )
 
     @expose("/<public_id>/timeline")
     def timeline(self, public_id: str):
@@ -199,7 +209,9 @@ class PlayersView(SecureView):
             grant_minutes=_grant_minutes(),
         )
 
-    def _player_page(self, public_id: str, *, block: str, audit_view: str):
+    def _player_page(
+        self, public_id: str, *, block: str, audit_view: str, include_archived: bool = False
+    ):
         profile = players_domain.player_profile(db.session(), public_id)
         filters, filter_args = _filters_from(request.args)
         grant = _active_grant(profile.player.id)
@@ -207,7 +219,8 @@ class PlayersView(SecureView):
             viewer = Viewer.staff_redacted()
         else:
             viewer = Viewer.staff_full(grant.reason)
-            _audit_unredacted(profile.player.id, grant.reason, audit_view)
+            details = {"include_archived": True} if include_archived else {}
+            _audit_unredacted(profile.player.id, grant.reason, audit_view, **details)
         context = self._player_context(
             profile,
             viewer,
@@ -216,7 +229,14 @@ class PlayersView(SecureView):
             filter_args=filter_args,
             cursor=request.args.get("cursor") or None,
         )
-        return self._page_or_block("admin/players/player.html", block, **context)
+        context["include_archived"] = include_archived
+        if include_archived:
+            context["archived"], context["archive_error"] = _archived(
+                profile.player, viewer, filters
+            )
+        return render_page_or_block(
+            "admin/players/player.html", block, render=self.render, **context
+        )
 
     def _player_context(
         self,
@@ -251,18 +271,6 @@ class PlayersView(SecureView):
             "origins": ORIGINS,
         }
 
-    def _page_or_block(self, template: str, block: str, **context):
-        """Render the whole page, or only ``block`` of it for an htmx request."""
-        if request.headers.get("HX-Request") and not request.headers.get(
-            "HX-History-Restore-Request"
-        ):
-            body = render_block(template, block, **context)
-        else:
-            body = self.render(template, **context)
-        response = current_app.make_response(body)
-        response.vary.add("HX-Request")
-        return response
-
 
 def _preview_column(
     label: str, viewer: Viewer | None, profile, grant: Grant | None
@@ -285,6 +293,16 @@ def _preview_column(
         except Forbidden:
             column["state"] = "feed_private"
     return column
+
+
+def _archived(player, viewer: Viewer, filters: TimelineFilters) -> tuple[ColdFeed | None, str]:
+    """The player's archived events for the page, or why cold storage could not be read."""
+    storage = ArchiveStorage(current_app.config["ARCHIVE_URL"])
+    try:
+        return archived_feed(db.session(), player, viewer, storage=storage, filters=filters), ""
+    except ArchiveVerificationFailed as error:
+        # The hot timeline above is still right: say what failed rather than lose the page.
+        return None, str(error)
 
 
 def _subject(player) -> dict[str, str]:
