@@ -48,8 +48,10 @@ dropped silently: malformed rows, player ids missing or not in
 ``atp_players.csv``, byes, one player on both sides.
 
 The import is idempotent: every record has a unique key (username, team name,
-external ref, one registration per entrant, one result per tournament), rows
-already stored are left as they are, and running it again writes nothing new.
+external ref, one registration per entrant, one result per tournament), and
+running it again writes nothing new. Stored records are left as they are, but
+for two that follow the matches: a registration's status, and the start of a
+pair's membership when an earlier season is imported later.
 It streams: files are read row by row and written in chunks, so memory holds
 one chunk and the names of ``atp_players.csv``, whatever the number of files.
 Nothing here commits: ``import_steps`` writes one chunk per step in the
