@@ -565,15 +565,63 @@ def test_a_request_rate_above_the_limit_refuses_even_a_forced_start(app, client,
     )
 
 
-def test_the_typed_number_of_events_must_match_what_would_be_created(session, history):
-    expected = backfill.preview(session, BackfillScope()).events_to_create
+def dry_run(session, scope=ALL_HISTORY):
+    """Take the dry run in a read transaction of its own, as the dashboard does just before starting."""
+    report = backfill.preview(session, scope)
     session.rollback()
+    return report
+
+
+def test_the_typed_number_of_events_must_match_what_would_be_created(session, history):
+    report = dry_run(session)
+    expected = report.events_to_create
     with pytest.raises(
         Invalid, match=f"says {expected + 1:,} events, but the backfill would create {expected:,}"
     ):
-        start(session, confirmed_events=expected + 1)
+        start(session, dry_run=report, confirmed_events=expected + 1)
     assert session.scalar(select(func.count()).select_from(JobRun)) == 0
-    assert start(session, confirmed_events=expected)
+    assert start(session, dry_run=report, confirmed_events=expected)
+
+
+def test_a_number_read_before_history_changed_no_longer_starts_a_backfill(
+    session, history, make_match
+):
+    read_on_the_page = dry_run(session).events_to_create
+    make_match(history.solo, history.players["gina"], history.players["hank"], winner="a", round="Q")
+    just_before_starting = dry_run(session)
+    assert just_before_starting.events_to_create == read_on_the_page + 2
+    with pytest.raises(Invalid, match=f"says {read_on_the_page:,} events"):
+        start(session, dry_run=just_before_starting, confirmed_events=read_on_the_page)
+    assert session.scalar(select(func.count()).select_from(JobRun)) == 0
+
+
+def test_starting_reads_no_history_inside_its_write_transaction(session, history):
+    report = dry_run(session)
+    statements: list[str] = []
+
+    def note(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        run_id = start(session, dry_run=report, confirmed_events=report.events_to_create)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", note)
+    history_tables = ("matches", "registrations", "tournament_results", "tournaments", "activity_events")
+    assert [s for s in statements if any(f" {table}" in s for table in history_tables)] == []
+    # BEGIN IMMEDIATE (SQLite), the check for another active run, the run, its audit entry.
+    assert len(statements) <= 4, statements
+    run = session.get(JobRun, run_id)
+    assert run.progress_total == report.counts.rows_read
+    assert run.progress_total == backfill.count_source_rows(session, ALL_HISTORY)
+
+
+def test_a_confirmation_needs_the_dry_run_of_the_same_scope(session, history):
+    with pytest.raises(ValueError, match="needs the dry run"):
+        start(session, confirmed_events=1)
+    with pytest.raises(ValueError, match="covers all history"):
+        start(session, BackfillScope(tournament_to=history.solo.id), dry_run=dry_run(session))
+    assert session.scalar(select(func.count()).select_from(JobRun)) == 0
 
 
 def test_only_one_backfill_runs_at_a_time(session, history):

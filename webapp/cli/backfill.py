@@ -116,6 +116,9 @@ def run_command(
                 safeguards=safeguards,
                 batch_size=batch_size,
                 pause_seconds=app.config["BACKFILL_PAUSE_SECONDS"],
+                # The run's total comes from the dry run above, so the write
+                # transaction reads no source table.
+                dry_run=report,
             )
             run_id = run.id
             if via_queue:

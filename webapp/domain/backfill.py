@@ -718,30 +718,40 @@ def start_backfill(
     safeguards: Safeguards,
     batch_size: int = DEFAULT_BATCH_SIZE,
     pause_seconds: float = DEFAULT_PAUSE_SECONDS,
+    dry_run: BackfillPreview | None = None,
     confirmed_events: int | None = None,
 ) -> JobRun:
     """Queue a backfill run if the safeguards allow it; the caller runs or enqueues it after commit.
 
-    ``confirmed_events`` is the number of events staff typed to confirm (the
-    dashboard asks for it); it must equal what the run would create now.
+    ``dry_run`` is the ``preview`` of ``scope`` the caller took just before its
+    unit of work, in a read transaction of its own: a dry run reads the whole
+    history in scope, and doing it here would hold the write lock (all of
+    SQLite's) for as long. Given one, the run's total comes from it and nothing
+    here reads the source tables. ``confirmed_events`` is the number of events
+    staff typed to confirm (the dashboard asks for it); it must equal what that
+    dry run would create, so a history that changed since the page showed its
+    count is refused.
 
     :raise BackfillRefused: inside the peak window without force, or above the request-rate limit.
     :raise Invalid: for a bad scope or batch size, or a confirmation that does not match.
     :raise Conflict: while another backfill or rollback is queued or running.
+    :raise ValueError: for a confirmation without a dry run, or a dry run of another scope.
     """
     scope.validated()
     _check_batch_size(batch_size)
     if pause_seconds < 0:
         raise Invalid(f"the pause between batches cannot be negative ({pause_seconds})")
+    if dry_run is not None and dry_run.scope != scope:
+        raise ValueError(f"the dry run covers {dry_run.scope.describe()}, not {scope.describe()}")
+    if confirmed_events is not None and dry_run is None:
+        raise ValueError("a confirmed number of events needs the dry run it was checked against")
     check_safeguards(safeguards)
     _refuse_while_another_runs(session)
-    if confirmed_events is not None:
-        expected = preview(session, scope, batch_size=batch_size).events_to_create
-        if confirmed_events != expected:
-            raise Invalid(
-                f"the confirmation says {confirmed_events:,} events, but the backfill would create "
-                f"{expected:,}; nothing was started"
-            )
+    if confirmed_events is not None and confirmed_events != dry_run.events_to_create:
+        raise Invalid(
+            f"the confirmation says {confirmed_events:,} events, but the backfill would create "
+            f"{dry_run.events_to_create:,}; nothing was started"
+        )
     params = {
         "scope": scope.as_params(),
         "batch_size": batch_size,
@@ -750,9 +760,8 @@ def start_backfill(
         and in_peak_window(safeguards.now, safeguards.peak_window),
         "request_rate_at_start": round(safeguards.request_rate, 2),
     }
-    return jobs.queue_run(
-        session, actor, "backfill", params, total=count_source_rows(session, scope)
-    )
+    total = count_source_rows(session, scope) if dry_run is None else dry_run.counts.rows_read
+    return jobs.queue_run(session, actor, "backfill", params, total=total)
 
 
 def resume_backfill(

@@ -20,10 +20,10 @@ A run is stored queued by the domain (``queue_run`` writes the audit entry) in
 one unit of work, and handed to the workers only once that commit succeeded
 (``after_commit``), so a worker never looks for a run that was rolled back.
 A backfill starts only when the staff member typed the number of events the
-dry run said it would create (checked again against the data at the moment
-of starting) and, inside the peak window, ticked the explicit override; it
-is refused above the request-rate limit whatever they tick. A rollback asks
-for the number of events it would delete.
+dry run said it would create (checked against a dry run taken again just
+before the write transaction, not inside it) and, inside the peak window,
+ticked the explicit override; it is refused above the request-rate limit
+whatever they tick. A rollback asks for the number of events it would delete.
 
 Live progress
 -------------
@@ -478,6 +478,11 @@ class BackfillView(SecureView):
             if refusal is None:
                 refusal, status = "Nothing was started: correct the form below.", 400
             return self._render_refused(form, report, refusal, status)
+        # The typed number is checked against a dry run taken now, in its own read
+        # transaction: inside the unit of work it would hold the write lock throughout.
+        report, refusal, status = self._preview(form)
+        if report is None:
+            return self._render_refused(form, None, f"Nothing was started: {refusal}", status)
         session = db.session()
         try:
             with unit_of_work(session):
@@ -488,12 +493,12 @@ class BackfillView(SecureView):
                     safeguards=_safeguards(bool(form.override_peak_window.data)),
                     batch_size=form.chosen_batch_size(),
                     pause_seconds=current_app.config["BACKFILL_PAUSE_SECONDS"],
+                    dry_run=report,
                     confirmed_events=typed_number(form.confirm_events.data),
                 )
                 run_id = run.id
                 _enqueue_after_commit(session, run_id)
         except DomainError as exc:
-            report, _refusal, _status = self._preview(form)
             return self._render_refused(form, report, f"Nothing was started: {exc}", status_for(exc))
         flash(f"Backfill run {run_id} queued; its progress is below.", "success")
         return _run_page(run_id)
