@@ -40,8 +40,6 @@ for folder in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(folder))
 
 import sqlalchemy as sa
-from psycopg.types.json import Jsonb
-
 from bench_core import (
     EVENT_COLUMNS,
     RESULTS_DIR,
@@ -54,6 +52,8 @@ from bench_core import (
     build_app,
     scratch_database,
 )
+from psycopg.types.json import Jsonb
+
 from webapp.models.stats import STAT_NAMES
 
 # Targets from the backfill issue.
@@ -100,10 +100,10 @@ def wipe_events(engine: sa.Engine) -> None:
 # The product: a backfill run in a child process ----------------------------------------
 
 
-def measure_backfill(url: str, batch_size: int, profile_batches: int) -> dict:
+def measure_backfill(url: str, batch_size: int, profile_top: int) -> dict:
     """Run the backfill in a child process; return its figures."""
     command = [sys.executable, str(Path(__file__).resolve()), "--backfill-child", url,
-               "--batch-size", str(batch_size), "--profile-batches", str(profile_batches)]
+               "--batch-size", str(batch_size), "--profile-top", str(profile_top)]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         raise RuntimeError(f"backfill child failed:\n{completed.stderr}")
@@ -112,7 +112,7 @@ def measure_backfill(url: str, batch_size: int, profile_batches: int) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def backfill_child(url: str, batch_size: int, profile_batches: int) -> None:
+def backfill_child(url: str, batch_size: int, profile_top: int) -> None:
     """Queue and run one backfill of all history; print its figures as JSON."""
     from webapp.domain import backfill
     from webapp.domain.audit import SYSTEM
@@ -123,8 +123,8 @@ def backfill_child(url: str, batch_size: int, profile_batches: int) -> None:
     app = build_app(url)
     with app.app_context():
         session = db.session()
-        if profile_batches:
-            profile_one_batch(session, batch_size, profile_batches)
+        if profile_top:
+            profile_one_batch(session, batch_size, profile_top)
         with unit_of_work(session):
             run_id = backfill.start_backfill(
                 session, SYSTEM, backfill.BackfillScope(),
@@ -288,27 +288,30 @@ def format_table(figures: dict) -> str:
     b, r = figures["backfill"], figures["raw"]
     ratio = b["events_per_s"] / r["events_per_s"]
     h = figures["history"]
-    return "\n".join([
+    source = (f"Source: demo history at scale {h['scale']:g} ({h['registrations']:,} registrations, "
+              f"{h['matches']:,} matches, {h['tournament_results']:,} results); "
+              f"{b['rows_read']:,} records read in {b['batches']} batches of {b['batch_size']:,}.")
+    batches_only = b["events"] / b["batch_seconds"]
+    lines = [
         f"### {figures['backend']} ({figures.get('server', '')}; load average at start {load})",
         "",
-        f"Source: demo history at scale {h['scale']:g} ({h['registrations']:,} registrations, "
-        f"{h['matches']:,} matches, {h['tournament_results']:,} results); "
-        f"{b['rows_read']:,} records read in {b['batches']} batches of {b['batch_size']:,}.",
+        source,
         "",
         "| measure | backfill | raw driver | backfill/raw | target | met |",
         "| --- | ---: | ---: | ---: | --- | --- |",
         f"| events written | {b['events']:,} | {r['events']:,} | | | |",
         f"| wall time (s) | {b['seconds']:.1f} | {r['seconds']:.1f} | | | |",
         f"| CPU of the writing process (s) | {b['cpu_seconds']:.1f} | {r['cpu_seconds']:.1f} | | | |",
-        f"| events/s | {b['events_per_s']:,.0f} | {r['events_per_s']:,.0f} | {ratio:.0%} | "
-        f">= {BACKFILL_RATIO:.0%} of raw | {_ok(ratio >= BACKFILL_RATIO)} |",
-        f"| events/s counting only the batches (no start, no parity check) | "
-        f"{b['events'] / b['batch_seconds']:,.0f} | | {b['events'] / b['batch_seconds'] / r['events_per_s']:.0%} | | |",
-        f"| peak RSS of the backfill process (MB) | {b['peak_rss_mb']:.0f} | | | "
-        f"< {BACKFILL_PEAK_MB} MB | {_ok(b['peak_rss_mb'] < BACKFILL_PEAK_MB)} |",
-        f"| parity check / same stats from both sides | {_ok(bool(b['parity_ok']))} | "
-        f"{_ok(r['same_stats'])} | | | |",
-    ])
+    ]
+    lines.append(f"| events/s | {b['events_per_s']:,.0f} | {r['events_per_s']:,.0f} | {ratio:.0%} | "
+                 f">= {BACKFILL_RATIO:.0%} of raw | {_ok(ratio >= BACKFILL_RATIO)} |")
+    lines.append(f"| events/s counting only the batches (no start, no parity check) | "
+                 f"{batches_only:,.0f} | | {batches_only / r['events_per_s']:.0%} | | |")
+    lines.append(f"| peak RSS of the backfill process (MB) | {b['peak_rss_mb']:.0f} | | | "
+                 f"< {BACKFILL_PEAK_MB} MB | {_ok(b['peak_rss_mb'] < BACKFILL_PEAK_MB)} |")
+    lines.append(f"| parity check / same stats from both sides | {_ok(bool(b['parity_ok']))} | "
+                 f"{_ok(r['same_stats'])} | | | |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,12 +324,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="also profile one batch first (rolled back) and print its top N costs")
     parser.add_argument("--no-save", action="store_true", help="do not write JSON to benchmarks/results/")
     parser.add_argument("--backfill-child", metavar="URL", help=argparse.SUPPRESS)
-    parser.add_argument("--profile-batches", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--profile-top", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_terminate)
 
     if args.backfill_child:
-        backfill_child(args.backfill_child, args.batch_size, args.profile_batches)
+        backfill_child(args.backfill_child, args.batch_size, args.profile_top)
         return 0
 
     backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
@@ -334,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
-        "options": {k: v for k, v in vars(args).items() if k not in ("backfill_child", "profile_batches")},
+        "options": {k: v for k, v in vars(args).items() if k not in ("backfill_child", "profile_top")},
         "backends": {},
     }
     for backend in backends:
