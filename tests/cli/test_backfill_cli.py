@@ -16,8 +16,12 @@ from webapp.transaction import unit_of_work
 
 @pytest.fixture
 def quiet_hours(app, monkeypatch):
-    """No peak window and no pause, whatever the time of day the tests run at."""
+    """No peak window, no pause and no traffic limit, whatever the time of day the tests run at.
+
+    The request rate is the process's own: web tests run just before would count as traffic.
+    """
     monkeypatch.setitem(app.config, "BACKFILL_PEAK_WINDOW", "off")
+    monkeypatch.setitem(app.config, "BACKFILL_MAX_REQUEST_RATE", 1_000_000.0)
     monkeypatch.setitem(app.config, "BACKFILL_PAUSE_SECONDS", 0)
 
 
