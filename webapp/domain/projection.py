@@ -99,6 +99,19 @@ def add_stat_deltas(connection: Connection, deltas: Mapping[StatKey, Mapping[str
     return len(rows)
 
 
+_FEW_ROWS = 8
+
+
+def _listed_upsert(columns: str, conflict: str, mark: str) -> Callable[[int], str]:
+    row = "(" + ", ".join([mark] * (len(STAT_NAMES) + 3)) + ")"
+
+    @lru_cache(maxsize=_FEW_ROWS)
+    def statement(n: int) -> str:
+        return f"INSERT INTO player_stats ({columns}) VALUES " + ", ".join([row] * n) + conflict
+
+    return statement
+
+
 @lru_cache(maxsize=8)
 def _stats_upsert(dialect: Dialect) -> Callable[[Connection, list[tuple], datetime], None]:
     """Build the upsert of stat rows ``(player_id, scope, *STAT_NAMES)`` for ``dialect``.
@@ -131,9 +144,16 @@ def _stats_upsert(dialect: Dialect) -> Callable[[Connection, list[tuple], dateti
             f"({', '.join(f'c{i}' for i in range(len(STAT_NAMES) + 2))}, n) ORDER BY g.n" + conflict
         )
 
+        few = _listed_upsert(columns, conflict, "%s")
+
         def upsert(connection: Connection, rows: list[tuple], now: datetime) -> None:
+            at = stamp(now) if stamp else now
+            if len(rows) <= _FEW_ROWS:
+                # For one event's rows, adapting a dozen arrays costs psycopg more than the upsert.
+                connection.exec_driver_sql(few(len(rows)), tuple(v for row in rows for v in (*row, at)))
+                return
             params: dict[str, Any] = {f"c{i}": list(column) for i, column in enumerate(zip(*rows))}
-            params["updated_at"] = stamp(now) if stamp else now
+            params["updated_at"] = at
             connection.exec_driver_sql(sql, params)
 
         return upsert

@@ -245,10 +245,11 @@ def _lookup_references(
     for start in range(0, max(len(player_ids), len(tournament_ids)), _CHUNK):
         players = player_ids[start : start + _CHUNK]
         tournaments = tournament_ids[start : start + _CHUNK]
-        if postgres:
+        if postgres and max(len(players), len(tournaments)) > _FEW_ROWS:
             sql, params = _POSTGRES_REFERENCES, {"players": players, "tournaments": tournaments}
         else:
-            sql, params = _sqlite_references(len(players), len(tournaments)), (*players, *tournaments)
+            mark = "%s" if postgres else "?"
+            sql, params = _listed_references(mark, len(players), len(tournaments)), (*players, *tournaments)
         for is_tournament, record_id, is_private in connection.exec_driver_sql(sql, params):
             if is_tournament:
                 private[record_id] = bool(is_private)
@@ -264,12 +265,12 @@ _POSTGRES_REFERENCES = (
 
 
 @lru_cache(maxsize=64)
-def _sqlite_references(players: int, tournaments: int) -> str:
+def _listed_references(mark: str, players: int, tournaments: int) -> str:
     def listed(n: int) -> str:
-        return ", ".join(["?"] * n) if n else "NULL"
+        return ", ".join([mark] * n) if n else "NULL"
 
     return (
-        f"SELECT 0, id, 0 FROM players WHERE id IN ({listed(players)}) UNION ALL "
+        f"SELECT 0, id, NULL FROM players WHERE id IN ({listed(players)}) UNION ALL "
         f"SELECT 1, id, is_private FROM tournaments WHERE id IN ({listed(tournaments)})"
     )
 
@@ -361,6 +362,9 @@ _ON_CONFLICT_RETURNING = (
 )
 # Rows per SQLite statement: 13 parameters each stays far below its variable limit.
 _SQLITE_ROWS_PER_INSERT = 500
+# Up to this many rows PostgreSQL gets plain VALUES lists: for one event, adapting
+# a dozen one-element arrays costs psycopg more than the statement itself.
+_FEW_ROWS = 8
 
 _EventInsert = Callable[[Connection, list[dict[str, Any]], datetime], dict[EventKey, int]]
 
@@ -398,6 +402,18 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
         ]
 
     columns = ", ".join(_INSERT_COLUMNS)
+
+    def listed(mark: str) -> Callable[[int], str]:
+        row = "(" + ", ".join([mark] * len(_INSERT_COLUMNS)) + ")"
+
+        @lru_cache(maxsize=8)
+        def statement(n: int) -> str:
+            return f"INSERT INTO activity_events ({columns}) VALUES " + ", ".join([row] * n) + (
+                _ON_CONFLICT_RETURNING
+            )
+
+        return statement
+
     if dialect.name == "postgresql":
         casts = ("bigint", "text", "timestamptz", "timestamptz", "text", "bigint", "text", "bigint",
                  "bigint", "bigint", "boolean", "jsonb", "bigint")
@@ -410,20 +426,22 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
             + _ON_CONFLICT_RETURNING
         )
 
+        few = listed("%s")
+
         def insert(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
-            params = {f"c{i}": list(column) for i, column in enumerate(zip(*values(rows, now)))}
-            return {(r[1], r[2], r[3], r[4]): r[0] for r in connection.exec_driver_sql(sql, params)}
+            given = values(rows, now)
+            if len(given) <= _FEW_ROWS:
+                result = connection.exec_driver_sql(few(len(given)), tuple(v for row in given for v in row))
+            else:
+                result = connection.exec_driver_sql(
+                    sql, {f"c{i}": list(column) for i, column in enumerate(zip(*given))}
+                )
+            return {(r[1], r[2], r[3], r[4]): r[0] for r in result}
 
         return insert
     if dialect.name != "sqlite":  # pragma: no cover - only the two supported databases reach here
         raise RuntimeError(f"unsupported database dialect {dialect.name!r}")
-    placeholders = "(" + ", ".join(["?"] * len(_INSERT_COLUMNS)) + ")"
-
-    @lru_cache(maxsize=4)
-    def statement(n: int) -> str:
-        return f"INSERT INTO activity_events ({columns}) VALUES " + ", ".join([placeholders] * n) + (
-            _ON_CONFLICT_RETURNING
-        )
+    statement = listed("?")
 
     def insert(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
         inserted: dict[EventKey, int] = {}
