@@ -129,28 +129,32 @@ def match_events(match: Match, roster: TeamRoster, *, origin: str = "live",
 def registration_events(registration: Registration, tournament: Tournament, roster: TeamRoster, *,
                         origin: str = "live", origin_id: int | None = None) -> list[NewEvent]:
     """Return registration and check-in events for every player an entry stands for."""
-    types = ["tournament_registered"]
+    events = _entry_events(registration, tournament, roster, "tournament_registered",
+                           registration.registered_at, origin, origin_id)
     if registration.status in PLAYED_STATUSES:
-        types.append("tournament_checked_in")
-    events = []
-    for kind in types:
-        at = registration.registered_at if kind == "tournament_registered" else tournament.starts_at
-        for player_id in roster.entrant_players(registration.player_id, registration.team_id, at):
-            events.append(
-                NewEvent(
-                    player_id=player_id,
-                    event_type=kind,
-                    occurred_at=at,
-                    source_model="registration",
-                    source_id=registration.id,
-                    origin=origin,
-                    origin_id=origin_id,
-                    team_id=registration.team_id,
-                    tournament_id=tournament.id,
-                    metadata={"registration_id": registration.id},
-                )
-            )
+        events += _entry_events(registration, tournament, roster, "tournament_checked_in",
+                                tournament.starts_at, origin, origin_id)
     return events
+
+
+def _entry_events(registration: Registration, tournament: Tournament, roster: TeamRoster, kind: str,
+                  at: datetime, origin: str, origin_id: int | None) -> list[NewEvent]:
+    """Return one ``kind`` event, sourced from the registration, per player the entry stood for at ``at``."""
+    return [
+        NewEvent(
+            player_id=player_id,
+            event_type=kind,
+            occurred_at=at,
+            source_model="registration",
+            source_id=registration.id,
+            origin=origin,
+            origin_id=origin_id,
+            team_id=registration.team_id,
+            tournament_id=tournament.id,
+            metadata={"registration_id": registration.id},
+        )
+        for player_id in roster.entrant_players(registration.player_id, registration.team_id, at)
+    ]
 
 
 def tournament_result_events(result: TournamentResult, tournament: Tournament,
@@ -182,26 +186,13 @@ def tournament_result_events(result: TournamentResult, tournament: Tournament,
 def completion_events(tournament: Tournament, registrations: Sequence[Registration], roster: TeamRoster,
                       at: datetime, *, origin: str = "live", origin_id: int | None = None) -> list[NewEvent]:
     """Return tournament_completed for entrants who played; never for no-shows or withdrawals."""
-    events = []
-    for registration in registrations:
-        if registration.status not in PLAYED_STATUSES:
-            continue
-        for player_id in roster.entrant_players(registration.player_id, registration.team_id, at):
-            events.append(
-                NewEvent(
-                    player_id=player_id,
-                    event_type="tournament_completed",
-                    occurred_at=at,
-                    source_model="registration",
-                    source_id=registration.id,
-                    origin=origin,
-                    origin_id=origin_id,
-                    team_id=registration.team_id,
-                    tournament_id=tournament.id,
-                    metadata={"registration_id": registration.id},
-                )
-            )
-    return events
+    return [
+        event
+        for registration in registrations
+        if registration.status in PLAYED_STATUSES
+        for event in _entry_events(registration, tournament, roster, "tournament_completed", at,
+                                   origin, origin_id)
+    ]
 
 
 def record_match_result(session: Session, match_id: int, *, origin: str = "live",
