@@ -36,6 +36,7 @@ from webapp.models import (
     TournamentResult,
 )
 from webapp.models.players import format_public_id
+from webapp.transaction import unit_of_work
 
 POSTGRES_HOST = os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("TEST_POSTGRES_PORT", "5432"))
@@ -289,9 +290,7 @@ def make_player(session):
             email=fields.pop("email", f"{username}@example.test"),
             **fields,
         )
-        session.add(player)
-        session.commit()
-        return player
+        return _save(session, player)
 
     return make
 
@@ -300,14 +299,15 @@ def make_player(session):
 def make_team(session):
     def make(name: str, members: list[Player], joined_at: datetime = T0 - timedelta(days=365),
              left_at: datetime | None = None) -> Team:
+        member_ids = [member.id for member in members]
         team = Team(name=name)
-        session.add(team)
-        session.flush()
-        for member in members:
-            session.add(
-                TeamMembership(team_id=team.id, player_id=member.id, joined_at=joined_at, left_at=left_at)
+        with unit_of_work(session):
+            session.add(team)
+            session.flush()
+            session.add_all(
+                TeamMembership(team_id=team.id, player_id=player_id, joined_at=joined_at, left_at=left_at)
+                for player_id in member_ids
             )
-        session.commit()
         return team
 
     return make
@@ -322,9 +322,7 @@ def make_tournament(session):
             ends_at=fields.pop("ends_at", T0 + timedelta(days=2)),
             **fields,
         )
-        session.add(tournament)
-        session.commit()
-        return tournament
+        return _save(session, tournament)
 
     return make
 
@@ -345,11 +343,20 @@ def make_match(session):
             **_side("a", a),
             **_side("b", b),
         )
-        session.add(match)
-        session.commit()
-        return match
+        return _save(session, match)
 
     return make
+
+
+def _save(session, record):
+    """Store a record as production code writes: in a unit of work (BEGIN IMMEDIATE on SQLite).
+
+    A plain commit would upgrade the test's read transaction to a writer, which
+    SQLite refuses outright when a job thread has written since the read.
+    """
+    with unit_of_work(session):
+        session.add(record)
+    return record
 
 
 def _side(side: str, entrant: Player | Team) -> dict:
@@ -369,9 +376,7 @@ def make_registration(session):
             player_id=entrant.id if isinstance(entrant, Player) else None,
             team_id=entrant.id if isinstance(entrant, Team) else None,
         )
-        session.add(registration)
-        session.commit()
-        return registration
+        return _save(session, registration)
 
     return make
 
@@ -386,8 +391,6 @@ def make_result(session):
             winner_player_id=winner.id if isinstance(winner, Player) else None,
             winner_team_id=winner.id if isinstance(winner, Team) else None,
         )
-        session.add(result)
-        session.commit()
-        return result
+        return _save(session, result)
 
     return make
