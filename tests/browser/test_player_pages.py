@@ -68,7 +68,10 @@ def test_search_then_open_a_player_and_load_more_events_in_place(
         "the search is in the address bar"
     )
 
-    result.get_by_role("link", name=alice.public_id).click()
+    # A full navigation: wait for its load event, so htmx has wired up the new page
+    # before its "Load more" link is clicked.
+    with page.expect_navigation():
+        result.get_by_role("link", name=alice.public_id).click()
     expect(page.get_by_test_id("player-heading")).to_contain_text(alice.public_id)
     events = page.get_by_test_id("event")
     expect(events).to_have_count(25)
