@@ -33,6 +33,7 @@ from webapp.domain.taxonomy import event_type as lookup_event_type
 from webapp.models.activity import ORIGINS, ActivityEvent, DataQualityFinding
 from webapp.models.base import utcnow
 from webapp.models.players import TeamMembership
+from webapp.observability import RECORD_EVENTS, observed
 
 # Bound parameters per IN (...) list, well under both databases' limits.
 _CHUNK = 2_000
@@ -114,6 +115,12 @@ def record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
 
     :raise Invalid: if any fact is invalid; then nothing is written.
     """
+    with observed(RECORD_EVENTS, session=session, facts=facts) as details:
+        details["outcome"] = outcome = _record_events(session, facts)
+    return outcome
+
+
+def _record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
     if not facts:
         return BatchOutcome([])
     if session.autoflush:

@@ -56,6 +56,7 @@ from webapp.domain.taxonomy import EVENT_TYPES
 from webapp.models.activity import ORIGINS, ActivityEvent
 from webapp.models.competitions import Tournament
 from webapp.models.players import Player, Team
+from webapp.observability import FEED_QUERY, TIMELINE_QUERY, observed
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -190,6 +191,13 @@ def timeline_page(
     :raise Invalid: on a cursor this module did not issue, or a limit outside 1..MAX_LIMIT.
     """
     limit = _checked_limit(limit)
+    with observed(TIMELINE_QUERY):
+        return _timeline_page(session, player_id, filters, cursor, limit)
+
+
+def _timeline_page(
+    session: Session, player_id: int, filters: TimelineFilters | None, cursor: str | None, limit: int
+) -> TimelinePage:
     parameters = {"player_id": player_id, "limit": limit + 1}
     statement = _PAGE
     if cursor is not None:
@@ -419,7 +427,14 @@ def feed_page(
     """
     if not can_view_feed(player, viewer):
         raise Forbidden("this player's feed is private")
-    filters = filters or TimelineFilters()
+    with observed(FEED_QUERY):
+        return _feed_page(session, player, viewer, filters or TimelineFilters(), cursor, limit)
+
+
+def _feed_page(
+    session: Session, player: FeedOwner, viewer: Viewer, filters: TimelineFilters,
+    cursor: str | None, limit: int,
+) -> FeedPage:
     if filters.tournament_id is not None and not viewer.sees_everything_of(player.id):
         filters = replace(filters, exclude_private=True)
     page = timeline_page(session, player.id, filters=filters, cursor=cursor, limit=limit)
