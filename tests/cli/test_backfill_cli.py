@@ -224,3 +224,22 @@ def test_rollback_is_refused_with_the_reason_when_a_dispute_reversed_an_event(
     assert "nothing was deleted" in result.output
     assert count(session, ActivityEvent) == 13
     assert count(session, JobRun) == 1  # no rollback run was even queued
+
+
+def test_jobs_resume_keeps_a_backfill_to_its_safeguards(runner, session, app, history, quiet_hours):
+    assert backfill(runner, "run", "--yes", "--queue").exit_code == 0
+    with unit_of_work(session):
+        jobs.start_run(session, 1, "gone-host:1")
+        jobs.fail_stale_runs(session, timedelta(seconds=0), now=T0 + timedelta(days=3650))
+    app.config["BACKFILL_PEAK_WINDOW"] = "00:00-23:59"
+
+    refused = runner.invoke(args=["jobs", "resume", "1"])
+
+    assert refused.exit_code == 1
+    assert "inside the peak window" in refused.output
+    assert session.get(JobRun, 1).status == "failed"
+    assert count(session, ActivityEvent) == 0
+
+    forced = runner.invoke(args=["jobs", "resume", "1", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert count(session, ActivityEvent) == 12

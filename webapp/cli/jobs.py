@@ -8,12 +8,13 @@ import click
 from flask import current_app
 from tqdm import tqdm
 
-from webapp.domain import jobs
+from webapp.domain import backfill, jobs, operations
 from webapp.domain.audit import SYSTEM
 from webapp.domain.errors import DomainError
 from webapp.extensions import db
 from webapp.jobs.queue import enqueue_run, start_in_process_consumer
 from webapp.jobs.runner import execute_run
+from webapp.web.traffic import current_request_rate
 from webapp.transaction import after_commit, unit_of_work
 
 
@@ -51,13 +52,17 @@ def cancel_command(run_id: int) -> None:
 @jobs_group.command("resume")
 @click.argument("run_id", type=int)
 @click.option("--queue", "via_queue", is_flag=True, help="Hand it to the workers instead of running it here.")
-def resume_command(run_id: int, via_queue: bool) -> None:
-    """Resume a failed or cancelled run from its checkpoint."""
+@click.option("--force", is_flag=True, help="Resume a backfill even inside the peak window.")
+def resume_command(run_id: int, via_queue: bool, force: bool) -> None:
+    """Resume a failed or cancelled run from its checkpoint (a backfill under its safeguards)."""
     session = db.session()
     app = current_app._get_current_object()
     try:
         with unit_of_work(session):
-            run = jobs.resume_run(session, SYSTEM, run_id)
+            operations.resume_job(
+                session, SYSTEM, run_id,
+                safeguards=backfill.current_safeguards(app.config, current_request_rate(app), force=force),
+            )
             if via_queue:
                 after_commit(session, lambda: enqueue_run(app, run_id))
     except DomainError as exc:

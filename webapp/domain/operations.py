@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from webapp.domain import backfill
 from webapp.domain.audit import Actor
 from webapp.domain.errors import Conflict, NotFound
-from webapp.domain.jobs import get_run, queue_run
+from webapp.domain.jobs import get_run, queue_run, resume_run
 from webapp.domain.reconciliation import StatDrift
 from webapp.models.jobs import JobRun
 from webapp.models.players import Player
@@ -179,3 +180,19 @@ def queue_reconciliation(session: Session, actor: Actor, *, fix: bool, batch_siz
                     "once would apply the same corrections twice. Wait for it to end"
                 )
     return queue_run(session, actor, "reconcile", {"fix": fix, "batch_size": batch_size})
+
+
+def resume_job(
+    session: Session, actor: Actor, run_id: int, *, safeguards: backfill.Safeguards
+) -> JobRun:
+    """Queue a failed or cancelled run again, from its checkpoint.
+
+    A backfill resumes only under the same safeguards that let one start; every
+    other kind resumes as it is.
+
+    :raise BackfillRefused: if a backfill safeguard refuses now.
+    :raise Conflict: if the run cannot be resumed.
+    """
+    if get_run(session, run_id).kind == "backfill":
+        return backfill.resume_backfill(session, actor, run_id, safeguards=safeguards)
+    return resume_run(session, actor, run_id)

@@ -346,14 +346,10 @@ class JobsView(SecureView):
         session = db.session()
         try:
             with unit_of_work(session):
-                run = jobs.get_run(session, run_id)
-                if run.kind == "backfill":
-                    backfill.resume_backfill(
-                        session, current_actor(), run_id,
-                        safeguards=_safeguards(bool(form.override_peak_window.data)),
-                    )
-                else:
-                    jobs.resume_run(session, current_actor(), run_id)
+                operations.resume_job(
+                    session, current_actor(), run_id,
+                    safeguards=_safeguards(bool(form.override_peak_window.data)),
+                )
                 _enqueue_after_commit(session, run_id)
         except DomainError as exc:
             return self._refused(run_id, str(exc))
