@@ -32,7 +32,6 @@ class BaseConfig:
     """Settings shared by every environment."""
 
     ENV_NAME = "base"
-    SQLITE_BUSY_TIMEOUT_MS = 30_000
 
     def __init__(self) -> None:
         self.SECRET_KEY = os.environ.get("SECRET_KEY")
