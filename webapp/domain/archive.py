@@ -41,10 +41,12 @@ from sqlalchemy.orm import Session
 from webapp.database import dialect_insert
 from webapp.domain import jobs
 from webapp.domain.audit import Actor
+from webapp.domain.disputes import players_with_open_disputes
 from webapp.domain.errors import Conflict, DomainError, Invalid, NotFound
+from webapp.domain.recording import YOUNGEST_ARCHIVABLE
 from webapp.domain.timeline import TimelineEvent
 from webapp.models.activity import ActivityEvent, DataQualityFinding
-from webapp.models.archive import ArchivedEventCount, ArchiveFile
+from webapp.models.archive import ArchivedEventCount, ArchivedEventKey, ArchiveFile
 from webapp.models.base import utcnow
 from webapp.models.jobs import JobRun
 
@@ -67,6 +69,7 @@ CountKey = tuple[int, str, bool, bool]
 
 _events = ActivityEvent.__table__
 _counts = ArchivedEventCount.__table__
+_keys = ArchivedEventKey.__table__
 _COUNT_KEY_COLUMNS = ("player_id", "event_type", "is_private", "is_team")
 _COLUMNS = (
     "id", "player_id", "event_type", "occurred_at", "recorded_at", "source_model", "source_id",
@@ -83,12 +86,12 @@ class ArchiveVerificationFailed(DomainError):
 
 
 def held_player_ids(session: Session) -> set[int]:
-    """Return the players whose events must stay hot: today none.
+    """Return the players whose events must stay hot.
 
-    Open disputes and GDPR requests will hold their players here once those
-    exist; until then holds are given explicitly (``hold_player_ids``).
+    Players of a match with an open dispute are held: its resolution reverses
+    their events, which must still be in the hot table to be reversed.
     """
-    return set()
+    return players_with_open_disputes(session)
 
 
 def _holds(session: Session, hold_player_ids: Iterable[int]) -> set[int]:
@@ -351,7 +354,10 @@ def archive_cutoff(now: datetime, after_days: int) -> datetime:
 
     :raise Invalid: for an age below one day or a naive ``now``.
     """
-    if not isinstance(after_days, int) or isinstance(after_days, bool) or after_days < 1:
+    # Recording looks for archived duplicates only among facts older than
+    # YOUNGEST_ARCHIVABLE, so no younger event may ever be archived.
+    if (not isinstance(after_days, int) or isinstance(after_days, bool)
+            or timedelta(days=after_days) < YOUNGEST_ARCHIVABLE):
         raise Invalid(f"events must be at least one day old to archive, not {after_days!r} days")
     if now.tzinfo is None:
         raise Invalid("now must be a timezone-aware date and time")
@@ -476,15 +482,6 @@ def commit_month(
             f"player(s) {', '.join(map(str, now_held))} were put on hold after {written.url} "
             "was written; nothing was archived from it"
         )
-    deleted = 0
-    for chunk in _chunks(written.event_ids, DELETE_CHUNK):
-        deleted += session.execute(delete(_events).where(_events.c.id.in_(chunk))).rowcount
-    if deleted != written.event_count:
-        raise Conflict(
-            f"{written.event_count - deleted} of the {written.event_count} events in {written.url} "
-            "were deleted meanwhile; nothing was archived from it"
-        )
-    _add_archived_counts(session, written.counts, sign=1)
     row = ArchiveFile(
         run_id=written.run_id,
         month=written.month,
@@ -496,7 +493,30 @@ def commit_month(
     )
     session.add(row)
     session.flush()
+    deleted = 0
+    for chunk in _chunks(written.event_ids, DELETE_CHUNK):
+        _keep_keys(session, chunk, row.id)
+        deleted += session.execute(delete(_events).where(_events.c.id.in_(chunk))).rowcount
+    if deleted != written.event_count:
+        raise Conflict(
+            f"{written.event_count - deleted} of the {written.event_count} events in {written.url} "
+            "were deleted meanwhile; nothing was archived from it"
+        )
+    _add_archived_counts(session, written.counts, sign=1)
     return row
+
+
+def _keep_keys(session: Session, event_ids: Sequence[int], file_id: int) -> None:
+    """Copy the idempotency keys of events about to leave the hot table, so recording still sees them."""
+    session.execute(
+        _keys.insert().from_select(
+            ["player_id", "event_type", "source_model", "source_id", "event_id", "file_id"],
+            select(
+                _events.c.player_id, _events.c.event_type, _events.c.source_model,
+                _events.c.source_id, _events.c.id, literal_column(str(int(file_id))),
+            ).where(_events.c.id.in_(event_ids)),
+        )
+    )
 
 
 def _add_archived_counts(session: Session, counts: Mapping[CountKey, int], sign: int) -> None:
@@ -688,6 +708,8 @@ def restore_archive(session: Session, storage: ArchiveStorage, file_id: int) -> 
                 batch = []
         total += _insert_events(session, batch, inserted)
     _add_archived_counts(session, inserted, sign=-1)
+    # Back in the hot table, the events' own unique key guards them again.
+    session.execute(delete(_keys).where(_keys.c.file_id == row.id))
     if row.restored_at is None:
         row.restored_at = utcnow()
     session.flush()

@@ -2,7 +2,7 @@
 
 from webapp.models.activity import ActivityEvent, DataQualityFinding
 from webapp.models.api_tokens import ApiToken
-from webapp.models.archive import ArchivedEventCount, ArchiveFile
+from webapp.models.archive import ArchivedEventCount, ArchivedEventKey, ArchiveFile
 from webapp.models.audit import AuditEntry
 from webapp.models.base import Base
 from webapp.models.competitions import (
@@ -12,7 +12,16 @@ from webapp.models.competitions import (
     Tournament,
     TournamentResult,
 )
+from webapp.models.disputes import (
+    Dispute,
+    DisputeNote,
+    DisputeReport,
+    DisputeView,
+    MatchResolution,
+)
+from webapp.models.gdpr import GdprRequest, GdprRequestEntry
 from webapp.models.jobs import AlertDelivery, BackfillBatch, JobRun
+from webapp.models.monitoring import EventVolumeRollup, LatencyRollup, RollupWatermark
 from webapp.models.players import Player, Team, TeamMembership
 from webapp.models.reconciliation import ReconciliationDrift, ReconciliationRun
 from webapp.models.staff import StaffUser
@@ -22,6 +31,7 @@ __all__ = [
     "AlertDelivery",
     "ArchiveFile",
     "ArchivedEventCount",
+    "ArchivedEventKey",
     "BackfillBatch",
     "JobRun",
     "ApiToken",
@@ -30,6 +40,16 @@ __all__ = [
     "ActivityEvent",
     "Base",
     "DataQualityFinding",
+    "EventVolumeRollup",
+    "LatencyRollup",
+    "RollupWatermark",
+    "GdprRequest",
+    "GdprRequestEntry",
+    "Dispute",
+    "DisputeNote",
+    "DisputeReport",
+    "DisputeView",
+    "MatchResolution",
     "Match",
     "Placement",
     "Player",
