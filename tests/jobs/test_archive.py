@@ -338,6 +338,43 @@ def test_restoring_twice_puts_every_event_back_exactly_once(session, history, ar
         assert record_event(session, match(history.alice, at=NOW)).status is RecordStatus.RECORDED
 
 
+def fact_of(row: dict) -> NewEvent:
+    """The fact a stored event row was recorded from, to record it again."""
+    return NewEvent(
+        player_id=row["player_id"], event_type=row["event_type"], occurred_at=row["occurred_at"],
+        source_model=row["source_model"], source_id=row["source_id"], origin=row["origin"],
+        origin_id=row["origin_id"], team_id=row["team_id"], tournament_id=row["tournament_id"],
+        metadata=row["metadata"], reverses_event_id=row["reverses_event_id"],
+    )
+
+
+def test_recording_an_archived_fact_again_is_a_duplicate_of_the_archived_event(
+    session, history, archive_url, storage
+):
+    before = stored_stats(session)
+    archive_now(session, archive_url)
+    archived_ids = history.ids(old=True) - set(hot_rows(session))
+    assert archived_ids, "the history has archived events"
+    again = [fact_of(history.events[i]) for i in sorted(archived_ids)]
+
+    with unit_of_work(session):
+        outcome = record_events(session, again)
+
+    assert {o.status for o in outcome.outcomes} == {RecordStatus.DUPLICATE}
+    assert [o.event_id for o in outcome.outcomes] == sorted(archived_ids)
+    assert set(hot_rows(session)) == history.ids(old=False) | (history.ids(old=True) - archived_ids)
+    assert_stats_exact(session, before)
+
+    for f in files(session):
+        with unit_of_work(session):
+            archive.restore_archive(session, storage, f.id)
+    with unit_of_work(session):
+        outcome = record_events(session, again)
+    assert {o.status for o in outcome.outcomes} == {RecordStatus.DUPLICATE}
+    assert hot_rows(session) == history.events
+    assert_stats_exact(session, before)
+
+
 def test_a_players_archived_events_are_read_back_for_their_timeline_marked_from_cold_storage(
     session, history, archive_url, storage
 ):

@@ -17,7 +17,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -31,12 +31,15 @@ from webapp.domain.errors import Invalid
 from webapp.domain.projection import add_stat_deltas, counted_stat_deltas
 from webapp.domain.taxonomy import event_type as lookup_event_type
 from webapp.models.activity import ORIGINS, ActivityEvent, DataQualityFinding
+from webapp.models.archive import ArchivedEventKey
 from webapp.models.base import utcnow
 from webapp.models.players import TeamMembership
 from webapp.observability import RECORD_EVENTS, observed
 
 # Bound parameters per IN (...) list, well under both databases' limits.
 _CHUNK = 2_000
+# Archival never takes an event younger than this (see archive.archive_cutoff).
+YOUNGEST_ARCHIVABLE = timedelta(days=1)
 
 EventKey = tuple[int, str, str, int]  # (player_id, event_type, source_model, source_id)
 
@@ -137,7 +140,10 @@ def _record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
     first_by_key: dict[EventKey, dict[str, Any]] = {}
     for row in rows:
         first_by_key.setdefault(_row_key(row), row)
-    inserted = _insert_new(connection, sorted(first_by_key.values(), key=_row_key), now)
+    archived = _archived_keys(connection, rows, now)
+    inserted = _insert_new(
+        connection, sorted((r for k, r in first_by_key.items() if k not in archived), key=_row_key), now
+    )
 
     add_stat_deltas(
         connection,
@@ -154,7 +160,7 @@ def _record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
         return BatchOutcome(
             [RecordOutcome(key, RecordStatus.RECORDED, inserted[key]) for key in map(_row_key, rows)]
         )
-    repeated_keys = {_row_key(row) for row in rows} - inserted.keys()
+    repeated_keys = {_row_key(row) for row in rows} - inserted.keys() - archived.keys()
     stored = _stored_payloads(session, repeated_keys) if repeated_keys else {}
     outcomes: list[RecordOutcome] = []
     claimed: set[EventKey] = set()
@@ -163,6 +169,10 @@ def _record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
         if key in inserted and key not in claimed:
             claimed.add(key)
             outcomes.append(RecordOutcome(key, RecordStatus.RECORDED, inserted[key]))
+            continue
+        if key in archived:
+            # Its payload is in cold storage: a repeat of an archived fact is a duplicate.
+            outcomes.append(RecordOutcome(key, RecordStatus.DUPLICATE, archived[key]))
             continue
         if key in inserted:  # a repeat within this batch of a row just inserted
             event_id, payload = inserted[key], _payload(first_by_key[key])
@@ -354,6 +364,8 @@ def _check_team_membership(session: Session, rows: list[dict[str, Any]]) -> None
 
 def _insert_new(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
     """Insert rows whose key is not stored yet; return the keys and ids of those inserted."""
+    if not rows:  # every fact was archived already
+        return {}
     return _event_insert(connection.dialect)(connection, rows, now)
 
 
@@ -459,6 +471,27 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
         return inserted
 
     return insert
+
+
+def _archived_keys(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
+    """Return the archived event id of each row whose fact is already in cold storage.
+
+    Archival takes only events at least a day old, so live results, which
+    happen now, never pay for the lookup.
+    """
+    archivable = {_row_key(row) for row in rows if row["occurred_at"] < now - YOUNGEST_ARCHIVABLE}
+    if not archivable:
+        return {}
+    table = ArchivedEventKey.__table__
+    key_columns = tuple_(table.c.player_id, table.c.event_type, table.c.source_model, table.c.source_id)
+    found: dict[EventKey, int] = {}
+    for chunk in _chunks(sorted(archivable), _CHUNK // 4):
+        for *key, event_id in connection.execute(
+            select(table.c.player_id, table.c.event_type, table.c.source_model, table.c.source_id,
+                   table.c.event_id).where(key_columns.in_(chunk))
+        ):
+            found[tuple(key)] = event_id
+    return found
 
 
 def _stored_payloads(session: Session, keys: set[EventKey]) -> dict[EventKey, tuple[int, dict[str, Any]]]:

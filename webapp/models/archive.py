@@ -40,3 +40,20 @@ class ArchivedEventCount(Base):
     is_private: Mapped[bool] = mapped_column(Boolean, primary_key=True)
     is_team: Mapped[bool] = mapped_column(Boolean, primary_key=True)
     n: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ArchivedEventKey(Base):
+    """The idempotency key of an archived event, so the same fact recorded again stays one event.
+
+    The hot table's unique key cannot see events that left it; recording checks
+    these for facts old enough to have been archived.
+    """
+
+    __tablename__ = "archived_event_keys"
+
+    player_id: Mapped[int] = mapped_column(ForeignKey("players.id"), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(40), primary_key=True)
+    source_model: Mapped[str] = mapped_column(String(40), primary_key=True)
+    source_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    file_id: Mapped[int] = mapped_column(ForeignKey("archive_files.id"), index=True)
