@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, Computed, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Computed,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.models.base import Base, BigId, CreatedAtMixin, UTCDateTime
@@ -26,6 +35,14 @@ class Player(CreatedAtMixin, Base):
     display_name: Mapped[str] = mapped_column(String(128))
     email: Mapped[str] = mapped_column(String(254), unique=True)
     feed_visibility: Mapped[str] = mapped_column(String(16), default="private")
+    # GDPR erasure (webapp.domain.erasure) leaves two kinds of anonymous row: the
+    # erased player's own row, emptied of personal data and kept because platform
+    # records and other players' events refer to it (``erased_at`` set), and a
+    # tombstone that now holds the erased player's events, with nothing linking
+    # the two. Both are shown as "[deleted player]"; tombstones keep no stats and
+    # reconciliation leaves them out.
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    is_tombstone: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Lower-cased copies kept by the database for case-insensitive prefix search
     # (webapp.domain.players). Plain indexed columns rather than indexes on
     # lower(...), because SQLite cannot reflect expression indexes and so
@@ -56,6 +73,11 @@ class Player(CreatedAtMixin, Base):
             )
         ),
     )
+
+    @property
+    def is_deleted(self) -> bool:
+        """Shown as "[deleted player]": an erased player's row or a tombstone."""
+        return self.is_tombstone or self.erased_at is not None
 
     def __repr__(self) -> str:
         return f"<Player {self.id} {self.public_id}>"
