@@ -20,6 +20,7 @@ from webapp.models.disputes import (
     MatchResolution,
 )
 from webapp.models.gdpr import GdprRequest, GdprRequestEntry
+from webapp.models.gdpr_exports import GdprExport, GdprExportDownload
 from webapp.models.jobs import AlertDelivery, BackfillBatch, JobRun
 from webapp.models.monitoring import EventVolumeRollup, LatencyRollup, RollupWatermark
 from webapp.models.players import Player, Team, TeamMembership
@@ -43,6 +44,8 @@ __all__ = [
     "EventVolumeRollup",
     "LatencyRollup",
     "RollupWatermark",
+    "GdprExport",
+    "GdprExportDownload",
     "GdprRequest",
     "GdprRequestEntry",
     "Dispute",
