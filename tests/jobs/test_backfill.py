@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 
 from tests.conftest import T0
-from webapp.domain import backfill, jobs
+from webapp.domain import archive, backfill, jobs
 from webapp.domain.audit import SYSTEM
 from webapp.domain.backfill import BackfillRefused, BackfillScope, Safeguards
 from webapp.domain.demo import generate_demo_data
@@ -33,6 +33,7 @@ from webapp.models import (
     PlayerStats,
     TeamMembership,
 )
+from webapp.models.base import utcnow
 from webapp.transaction import run_in_unit_of_work, unit_of_work
 from webapp.web.traffic import current_request_rate
 
@@ -806,3 +807,28 @@ def test_a_running_backfill_cannot_be_rolled_back(session, history):
     run_id = start(session)
     with pytest.raises(Conflict, match="cancel it and wait"):
         backfill.plan_rollback(session, run_id)
+
+
+def test_backfilling_again_after_archival_creates_nothing(session, history, tmp_path):
+    first = run_backfill(session)
+    stats = stored_stats(session)
+    with unit_of_work(session):
+        run_id = archive.start_archive(
+            session, SYSTEM, now=utcnow(), after_days=1, url=str(tmp_path / "cold")
+        ).id
+    archived = execute_run(session, run_id)
+    session.rollback()
+    assert archived.status == "succeeded", archived.error
+    hot_after_archival = event_count(session)
+    assert hot_after_archival < first.result["events_inserted"]
+
+    report = backfill.preview(session, ALL_HISTORY)
+    session.rollback()
+    second = run_backfill(session)
+
+    assert report.events_to_create == 0
+    assert second.status == "succeeded"
+    assert second.result["events_inserted"] == 0
+    assert event_count(session) == hot_after_archival
+    assert stored_stats(session) == stats
+    assert find_drift(session).drifts == []

@@ -62,6 +62,7 @@ from webapp.domain.results import (
     tournament_result_events,
 )
 from webapp.models.activity import ActivityEvent, DataQualityFinding
+from webapp.models.archive import ArchivedEventKey
 from webapp.models.base import utcnow
 from webapp.models.competitions import Match, Registration, Tournament, TournamentResult
 from webapp.models.jobs import BackfillBatch, JobRun
@@ -605,15 +606,15 @@ def preview(
 
 
 def _stored_keys(session: Session, keys: set[tuple]) -> set[tuple]:
-    """Return which of the idempotency keys are already stored."""
-    table = ActivityEvent.__table__
-    columns = (table.c.player_id, table.c.event_type, table.c.source_model, table.c.source_id)
+    """Return which of the idempotency keys are already stored, hot or archived."""
     found: set[tuple] = set()
-    for chunk in _chunks(sorted(keys)):
-        found.update(
-            tuple(row)
-            for row in session.execute(select(*columns).where(tuple_(*columns).in_(chunk)))
-        )
+    for table in (ActivityEvent.__table__, ArchivedEventKey.__table__):
+        columns = (table.c.player_id, table.c.event_type, table.c.source_model, table.c.source_id)
+        for chunk in _chunks(sorted(keys - found)):
+            found.update(
+                tuple(row)
+                for row in session.execute(select(*columns).where(tuple_(*columns).in_(chunk)))
+            )
     return found
 
 
