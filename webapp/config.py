@@ -52,6 +52,21 @@ class BaseConfig:
         self.DRIFT_ALERT_SHARE = float(os.environ.get("DRIFT_ALERT_SHARE", "0.01"))
         self.EVENT_RATE_ALERT_PER_MINUTE = int(os.environ.get("EVENT_RATE_ALERT_PER_MINUTE", "1000"))
         self.RECONCILE_FIX_BATCH_SIZE = int(os.environ.get("RECONCILE_FIX_BATCH_SIZE", "500"))
+        # Anomalies: a type's live events in the last hour below this fraction of its
+        # usual hour (the mean of the same hour over the previous days), once the usual
+        # hour holds enough events not to flap; and drift found by this many runs in a row.
+        self.VOLUME_DROP_FRACTION = float(os.environ.get("VOLUME_DROP_FRACTION", "0.2"))
+        self.VOLUME_DROP_MIN_USUAL_PER_HOUR = int(os.environ.get("VOLUME_DROP_MIN_USUAL_PER_HOUR", "30"))
+        self.VOLUME_DROP_BASELINE_DAYS = int(os.environ.get("VOLUME_DROP_BASELINE_DAYS", "7"))
+        self.DRIFT_PERSISTENT_RUNS = int(os.environ.get("DRIFT_PERSISTENT_RUNS", "3"))
+
+        # Prometheus scrapes /metrics with this bearer token or from these CIDRs
+        # (comma-separated); with neither set the endpoint does not exist (404).
+        self.METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or None
+        self.METRICS_ALLOW_FROM = os.environ.get("METRICS_ALLOW_FROM", "")
+        # Set for every process of a multi-process server (gunicorn workers, consumers
+        # on the same host): each writes its counters there and a scrape sums them.
+        self.PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
         # Staff sessions: signed cookies that expire after this long without a request.
         idle_minutes = int(os.environ.get("STAFF_IDLE_TIMEOUT_MINUTES", "30"))
@@ -90,6 +105,9 @@ class BaseConfig:
         # under ARCHIVE_URL, a folder or any fsspec URL (s3://... with its package).
         self.ARCHIVE_URL = os.environ.get("ARCHIVE_URL") or str(INSTANCE_DIR / "archive")
         self.ARCHIVE_AFTER_DAYS = int(os.environ.get("ARCHIVE_AFTER_DAYS", "730"))
+
+        # The event table is due for archival above this size (bytes, default 20 GiB).
+        self.EVENT_TABLE_ALERT_BYTES = int(os.environ.get("EVENT_TABLE_ALERT_BYTES", str(20 * 1024**3)))
 
     def validate(self) -> None:
         """Refuse to start with settings that are unsafe for this environment."""

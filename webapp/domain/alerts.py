@@ -24,8 +24,9 @@ from sqlalchemy.orm import Session
 from webapp.models.activity import ActivityEvent
 from webapp.models.base import utcnow
 from webapp.models.jobs import AlertDelivery
+from webapp.models.reconciliation import ReconciliationDrift, ReconciliationRun
 
-RULES = ("drift", "job_failed", "event_rate")
+RULES = ("drift", "job_failed", "event_rate", "volume_drop", "persistent_drift")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,14 @@ class AlertSettings:
     quiet_minutes: int = 15
     drift_share: float = 0.01
     event_rate_per_minute: int = 1000
+    # A type's live events in the last hour below this fraction of its usual hour
+    # (the mean of the same hour over the previous ``volume_baseline_days`` days),
+    # once the usual hour holds at least ``volume_min_usual_per_hour`` events.
+    volume_drop_fraction: float = 0.2
+    volume_min_usual_per_hour: int = 30
+    volume_baseline_days: int = 7
+    # Drift found by this many whole reconciliation runs in a row.
+    drift_persistent_runs: int = 3
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -152,3 +161,128 @@ def events_recorded_in_last_minute(session: Session, now: datetime | None = None
         .subquery()
     )
     return session.scalar(select(func.count()).select_from(recent)) or 0
+
+
+@dataclass(frozen=True)
+class VolumeDrop:
+    """An event type whose live volume in the last hour is far below its usual hour."""
+
+    event_type: str
+    last_hour: int
+    usual_per_hour: float
+
+
+def volume_drops(session: Session, settings: AlertSettings, now: datetime | None = None) -> list[VolumeDrop]:
+    """Find the event types whose live events in the hour before ``now`` fell far below usual.
+
+    The usual level is the mean of the same hour on each of the previous
+    ``volume_baseline_days`` days (days without events count as zero, so a
+    young installation alerts less, never more). Only ``live`` events count:
+    backfills and corrections come in bursts that say nothing about traffic.
+    Types whose usual hour is below ``volume_min_usual_per_hour`` are left
+    out, so quiet types do not flap.
+    """
+    now = now or utcnow()
+    hour = timedelta(hours=1)
+    last_hour = live_events_by_type(session, now - hour, now)
+    baseline: dict[str, int] = {}
+    days = max(settings.volume_baseline_days, 1)
+    for day in range(1, days + 1):
+        end = now - timedelta(days=day)
+        for event_type, n in live_events_by_type(session, end - hour, end).items():
+            baseline[event_type] = baseline.get(event_type, 0) + n
+    drops = []
+    for event_type, total in sorted(baseline.items()):
+        usual = total / days
+        seen = last_hour.get(event_type, 0)
+        if usual >= settings.volume_min_usual_per_hour and seen < settings.volume_drop_fraction * usual:
+            drops.append(VolumeDrop(event_type, seen, usual))
+    return drops
+
+
+def live_events_by_type(session: Session, start: datetime, end: datetime) -> dict[str, int]:
+    """Count live events recorded in ``[start, end)``, by type, reading only that stretch of the table.
+
+    Recording assigns ids in the order it records, so the events of a time
+    window are one range of ids, found by bisecting the primary key; the
+    recorded_at condition keeps the count exact where concurrent writers
+    interleaved a few milliseconds at the edges.
+    """
+    low, high = session.execute(select(func.min(ActivityEvent.id), func.max(ActivityEvent.id))).one()
+    if low is None:
+        return {}
+    first = _first_id_recorded_since(session, start, low, high)
+    after = _first_id_recorded_since(session, end, first, high)
+    if first >= after:
+        return {}
+    rows = session.execute(
+        select(ActivityEvent.event_type, func.count())
+        .where(
+            ActivityEvent.id >= first,
+            ActivityEvent.id < after,
+            ActivityEvent.origin == "live",
+            ActivityEvent.recorded_at >= start,
+            ActivityEvent.recorded_at < end,
+        )
+        .group_by(ActivityEvent.event_type)
+    )
+    return {event_type: n for event_type, n in rows}
+
+
+def _first_id_recorded_since(session: Session, moment: datetime, low: int, high: int) -> int:
+    """Return the lowest id from which every event was recorded at or after ``moment`` (``high + 1`` if none)."""
+    lo, hi = low, high + 1
+    while lo < hi:
+        probe = (lo + hi) // 2
+        row = session.execute(
+            select(ActivityEvent.id, ActivityEvent.recorded_at)
+            .where(ActivityEvent.id >= probe)
+            .order_by(ActivityEvent.id)
+            .limit(1)
+        ).first()
+        if row is None or row.recorded_at >= moment:
+            hi = probe
+        else:
+            lo = row.id + 1
+    return lo
+
+
+@dataclass(frozen=True)
+class PersistentDrift:
+    """Drift found by each of the latest whole reconciliation runs, oldest first."""
+
+    run_ids: tuple[int, ...]
+    players_drifted: tuple[int, ...]
+    # Players whose stats drifted in every one of those runs: repairs that do not hold.
+    players_in_every_run: int
+
+
+def persistent_drift(session: Session, runs: int) -> PersistentDrift | None:
+    """Return the drift if each of the latest ``runs`` succeeded whole runs found some; else None.
+
+    Runs limited to one player and failed runs (which alert on their own) are
+    not part of the sequence.
+    """
+    if runs < 1:
+        return None
+    latest = session.execute(
+        select(ReconciliationRun.id, ReconciliationRun.players_drifted)
+        .where(ReconciliationRun.status == "succeeded", ReconciliationRun.player_id.is_(None))
+        .order_by(ReconciliationRun.id.desc())
+        .limit(runs)
+    ).all()
+    if len(latest) < runs or any(run.players_drifted == 0 for run in latest):
+        return None
+    run_ids = tuple(run.id for run in reversed(latest))
+    repeated = (
+        select(ReconciliationDrift.player_id)
+        .where(ReconciliationDrift.run_id.in_(run_ids))
+        .group_by(ReconciliationDrift.player_id)
+        .having(func.count(func.distinct(ReconciliationDrift.run_id)) == len(run_ids))
+        .subquery()
+    )
+    return PersistentDrift(
+        run_ids=run_ids,
+        players_drifted=tuple(run.players_drifted for run in reversed(latest)),
+        players_in_every_run=session.scalar(select(func.count()).select_from(repeated)) or 0,
+    )

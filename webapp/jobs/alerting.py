@@ -8,6 +8,7 @@ work that caused the alert.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from flask import current_app
@@ -32,6 +33,10 @@ def settings_from_config(config) -> alerts.AlertSettings:
         quiet_minutes=int(config.get("ALERT_QUIET_MINUTES", 15)),
         drift_share=float(config.get("DRIFT_ALERT_SHARE", 0.01)),
         event_rate_per_minute=int(config.get("EVENT_RATE_ALERT_PER_MINUTE", 1000)),
+        volume_drop_fraction=float(config.get("VOLUME_DROP_FRACTION", 0.2)),
+        volume_min_usual_per_hour=int(config.get("VOLUME_DROP_MIN_USUAL_PER_HOUR", 30)),
+        volume_baseline_days=int(config.get("VOLUME_DROP_BASELINE_DAYS", 7)),
+        drift_persistent_runs=int(config.get("DRIFT_PERSISTENT_RUNS", 3)),
     )
 
 
@@ -93,3 +98,42 @@ def check_event_rate(session: Session) -> int:
         raise_alert_now(session, "event_rate", f"Event creation above {settings.event_rate_per_minute:,} per minute",
                         {"events_last_minute": count})
     return count
+
+
+def check_event_volume(session: Session, now: datetime | None = None) -> list[alerts.VolumeDrop]:
+    """Alert for every event type whose live volume in the last hour fell far below its usual hour."""
+    settings = current_settings()
+    drops = alerts.volume_drops(session, settings, now)
+    session.rollback()
+    for drop in drops:
+        raise_alert_now(
+            session,
+            "volume_drop",
+            f"{drop.event_type} events far below their usual hourly volume",
+            {
+                "event_type": drop.event_type,
+                "last_hour": drop.last_hour,
+                "usual_per_hour": round(drop.usual_per_hour, 1),
+                "baseline_days": settings.volume_baseline_days,
+            },
+        )
+    return drops
+
+
+def check_persistent_drift(session: Session) -> alerts.PersistentDrift | None:
+    """Alert when drift was found by each of the configured number of latest reconciliation runs."""
+    runs = current_settings().drift_persistent_runs
+    found = alerts.persistent_drift(session, runs)
+    session.rollback()
+    if found is not None:
+        raise_alert_now(
+            session,
+            "persistent_drift",
+            f"Stats drift found by {runs} reconciliation runs in a row",
+            {
+                "reconciliation_runs": ", ".join(map(str, found.run_ids)),
+                "players_drifted": ", ".join(map(str, found.players_drifted)),
+                "players_in_every_run": found.players_in_every_run,
+            },
+        )
+    return found

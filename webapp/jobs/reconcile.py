@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from webapp.domain import reconciliation
 from webapp.domain.reconciliation import DriftReport
-from webapp.jobs.alerting import current_settings, raise_alert_now
+from webapp.jobs.alerting import check_persistent_drift, current_settings, raise_alert_now
 from webapp.transaction import unit_of_work
 
 
@@ -71,6 +71,8 @@ def run_reconciliation(
         raise_alert_now(session, "job_failed", f"reconciliation run {run_id} failed", {"error": error})
         raise ReconciliationFailed(run_id, error) from exc
     _alert_on_drift(session, run_id, report)
+    if player_id is None and report.drifted_players:
+        check_persistent_drift(session)
     return ReconciliationOutcome(run_id, report, len(fixed_players))
 
 

@@ -19,6 +19,8 @@ class Tasks:
     sweep_stale_runs: TaskWrapper
     nightly_reconciliation: TaskWrapper
     check_alerts: TaskWrapper
+    fold_event_volume: TaskWrapper
+    check_event_volume: TaskWrapper
 
 
 def _reconcile_schedule(value: str) -> crontab:
@@ -66,4 +68,29 @@ def register_tasks(huey: Huey, app: Flask) -> Tasks:
             check_event_rate(session)
             return deliver_pending(session)
 
-    return Tasks(run_job, sweep_stale_runs, nightly_reconciliation, check_alerts)
+    # Hourly: the check compares whole hours, and a drop that lasts alerts once an hour.
+    @huey.periodic_task(crontab(minute="5"), name="check_event_volume")
+    def check_event_volume() -> int:
+        from webapp.jobs.alerting import check_event_volume as check
+
+        with app.app_context():
+            return len(check(db.session()))
+
+    # Every minute: the overview charts read these rollups instead of the event table.
+    @huey.periodic_task(crontab(minute="*"), name="fold_event_volume")
+    def fold_event_volume() -> int:
+        from webapp.domain.monitoring import fold_event_volume as fold
+
+        with app.app_context():
+            session = db.session()
+            with unit_of_work(session):
+                return fold(session).settled_events
+
+    return Tasks(
+        run_job=run_job,
+        sweep_stale_runs=sweep_stale_runs,
+        nightly_reconciliation=nightly_reconciliation,
+        check_alerts=check_alerts,
+        fold_event_volume=fold_event_volume,
+        check_event_volume=check_event_volume,
+    )
