@@ -197,9 +197,14 @@ class _HashingWriter:
 def _hot_events(session: Session, player_id: int) -> Iterator[TimelineEvent]:
     connection = session.connection().execution_options(yield_per=CHUNK)
     result = connection.execute(_HOT.where(_events.c.player_id == player_id))
-    for rows in result.partitions():
-        for row in rows:
-            yield TimelineEvent(*row)
+    try:
+        for rows in result.partitions():
+            for row in rows:
+                yield TimelineEvent(*row)
+    finally:
+        # Closed here, not by the garbage collector after its connection is gone: a
+        # PostgreSQL server-side cursor must be closed while its transaction is open.
+        result.close()
 
 
 def archived_event_total(session: Session, player_id: int) -> int:
@@ -417,12 +422,33 @@ def stream_export(
     csv_writer = csv.writer(csv_text, lineterminator="\r\n")
     csv_writer.writerow(CSV_COLUMNS)
 
+    hot = _hot_events(session, player_id)
+    cold = _archived_events(session, player_id, archive_storage, expected_archived)
+    try:
+        written, archived = _write_events(
+            session, owner, _merged(hot, cold), json_sink, csv_sink, csv_text, csv_writer, progress
+        )
+    finally:
+        hot.close()
+        cold.close()
+    footer = {"event_count": written, "archived_event_count": archived}
+    json_sink.write(b"\n]," + _dumps(footer)[1:].encode() + b"\n")
+    return StreamedExport(
+        event_count=written,
+        archived_event_count=archived,
+        json_bytes=json_sink.bytes,
+        json_sha256=json_sink.sha256.hexdigest(),
+        csv_bytes=csv_sink.bytes,
+        csv_sha256=csv_sink.sha256.hexdigest(),
+        exported_at=exported_at,
+    )
+
+
+def _write_events(session, owner, events, json_sink, csv_sink, csv_text, csv_writer,
+                  progress: ProgressCallback | None) -> tuple[int, int]:
+    """Write the events a chunk at a time to both files; return (written, archived)."""
     written = archived = 0
     next_progress = PROGRESS_EVERY
-    events = _merged(
-        _hot_events(session, player_id),
-        _archived_events(session, player_id, archive_storage, expected_archived),
-    )
     chunk: list = []
 
     def flush_chunk() -> None:
@@ -449,22 +475,11 @@ def stream_export(
             if progress is not None and written >= next_progress:
                 progress(written)
                 next_progress += PROGRESS_EVERY
-    if chunk or not written:
-        if chunk:
-            flush_chunk()
-        else:
-            csv_sink.write(csv_text.getvalue().encode())
-    footer = {"event_count": written, "archived_event_count": archived}
-    json_sink.write(b"\n]," + _dumps(footer)[1:].encode() + b"\n")
-    return StreamedExport(
-        event_count=written,
-        archived_event_count=archived,
-        json_bytes=json_sink.bytes,
-        json_sha256=json_sink.sha256.hexdigest(),
-        csv_bytes=csv_sink.bytes,
-        csv_sha256=csv_sink.sha256.hexdigest(),
-        exported_at=exported_at,
-    )
+    if chunk:
+        flush_chunk()
+    elif not written:
+        csv_sink.write(csv_text.getvalue().encode())  # the header row alone
+    return written, archived
 
 
 @dataclass(frozen=True)

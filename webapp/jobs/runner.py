@@ -69,6 +69,7 @@ def procedures() -> dict[str, Procedure]:
     from webapp.jobs.archive import archive_procedure, restore_procedure
     from webapp.jobs.atp_import import import_atp_procedure
     from webapp.jobs.backfill import backfill_procedure, rollback_procedure
+    from webapp.jobs.gdpr_export import export_procedure
     from webapp.jobs.reconcile import reconcile_procedure
 
     return {
@@ -78,6 +79,7 @@ def procedures() -> dict[str, Procedure]:
         "import_atp": import_atp_procedure,
         "archive": archive_procedure,
         "archive_restore": restore_procedure,
+        "gdpr_export": export_procedure,
     }
 
 
