@@ -106,6 +106,12 @@ class BaseConfig:
         self.ARCHIVE_URL = os.environ.get("ARCHIVE_URL") or str(INSTANCE_DIR / "archive")
         self.ARCHIVE_AFTER_DAYS = int(os.environ.get("ARCHIVE_AFTER_DAYS", "730"))
 
+        # GDPR exports: files written under GDPR_EXPORT_URL (a folder or any fsspec
+        # URL), offered through signed links that expire after this many seconds.
+        self.GDPR_EXPORT_URL = os.environ.get("GDPR_EXPORT_URL") or str(INSTANCE_DIR / "gdpr-exports")
+        self.GDPR_EXPORT_LINK_MAX_AGE_SECONDS = int(
+            os.environ.get("GDPR_EXPORT_LINK_MAX_AGE_SECONDS", "3600")
+        )
         # The event table is due for archival above this size (bytes, default 20 GiB).
         self.EVENT_TABLE_ALERT_BYTES = int(os.environ.get("EVENT_TABLE_ALERT_BYTES", str(20 * 1024**3)))
 
