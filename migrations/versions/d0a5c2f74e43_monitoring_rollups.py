@@ -17,7 +17,33 @@ depends_on = None
 
 
 def upgrade():
-    pass
+    op.create_table('monitoring_event_volume',
+    sa.Column('grain', sa.String(length=8), nullable=False),
+    sa.Column('bucket', sa.BigInteger(), nullable=False),
+    sa.Column('event_type', sa.String(length=40), nullable=False),
+    sa.Column('origin', sa.String(length=16), nullable=False),
+    sa.Column('settled', sa.BigInteger(), nullable=False),
+    sa.Column('pending', sa.BigInteger(), nullable=False),
+    sa.CheckConstraint("grain IN ('minute', 'day')", name=op.f('ck_monitoring_event_volume_grain_known')),
+    sa.PrimaryKeyConstraint('grain', 'bucket', 'event_type', 'origin', name=op.f('pk_monitoring_event_volume'))
+    )
+    op.create_table('monitoring_latency',
+    sa.Column('grain', sa.String(length=8), nullable=False),
+    sa.Column('bucket', sa.BigInteger(), nullable=False),
+    sa.Column('operation', sa.String(length=32), nullable=False),
+    sa.Column('bin', sa.SmallInteger(), nullable=False),
+    sa.Column('n', sa.BigInteger(), nullable=False),
+    sa.CheckConstraint("grain IN ('minute', 'day')", name=op.f('ck_monitoring_latency_grain_known')),
+    sa.PrimaryKeyConstraint('grain', 'bucket', 'operation', 'bin', name=op.f('pk_monitoring_latency'))
+    )
+    op.create_table('monitoring_watermarks',
+    sa.Column('name', sa.String(length=32), nullable=False),
+    sa.Column('last_event_id', sa.BigInteger(), nullable=False),
+    sa.Column('folded_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('pending_from', sa.BigInteger(), nullable=True),
+    sa.Column('removed_events', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_monitoring_watermarks'))
+    )
 
 
 def downgrade():
