@@ -7,7 +7,7 @@ from flask import Flask, redirect, url_for
 
 def register_web(app: Flask) -> None:
     """Attach blueprints, the dashboard, security headers and error pages to ``app``."""
-    from webapp.web import api, auth, errors, security, traffic
+    from webapp.web import api, auth, errors, metrics, security, traffic
     from webapp.web.admin import init_admin
 
     auth.init_app(app)
@@ -16,6 +16,7 @@ def register_web(app: Flask) -> None:
     errors.init_app(app)
     init_admin(app)
     api.init_app(app)
+    metrics.init_app(app)
 
     @app.get("/")
     def root():
