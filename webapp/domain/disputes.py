@@ -28,8 +28,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BaseModel, ConfigDict, StringConstraints
 from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import Session, aliased
 
@@ -109,6 +110,29 @@ def report_dispute(session: Session, actor: Actor, match_id: int, reason: str, *
     record_audit(session, actor, "dispute.reported", target_type="match", target_id=match.id,
                  dispute_id=dispute.id, report_id=report.id, source=source, opened=opened)
     return ReportOutcome(dispute, report, opened)
+
+
+class PlatformReport(BaseModel):
+    """A dispute as the platform reports it: who (its name for them) and why."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    reporter: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                               max_length=REPORTER_MAX)]
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=REASON_MAX)]
+
+
+def match_by_reference(session: Session, reference: str) -> Match:
+    """Return the match the platform calls ``reference`` (its match_ref), or by our id if all digits.
+
+    :raise NotFound: no such match.
+    """
+    match = session.scalars(select(Match).where(Match.external_ref == reference)).first()
+    if match is None and reference.isdigit():
+        match = session.get(Match, int(reference))
+    if match is None:
+        raise NotFound(f"match {reference!r} does not exist")
+    return match
 
 
 def add_note(session: Session, actor: Actor, dispute_id: int, body: str) -> DisputeNote:

@@ -33,6 +33,13 @@ Live results
     ``match_ref``. A new result answers 201 ``{"status": "recorded", ...}``,
     the same report again 200 ``{"status": "duplicate", ...}``.
 
+Disputes
+    ``POST /api/matches/<match_ref>/disputes`` (``write`` scope) takes
+    ``{"reporter": ..., "reason": ...}`` and marks the played match disputed,
+    opening a case for trust and safety, or adds the report to the case
+    already open: 201 ``{"status": "opened" | "added", "dispute_id", ...}``.
+    An unknown match is 404; a match not played yet, or a missing reason, 422.
+
 Errors
     Always JSON: ``{"error": message, "field": path or null}``. A body that is
     not JSON is 400 (415 if not sent as JSON, 413 if too large); a body that
@@ -61,6 +68,8 @@ from webapp.domain.api_tokens import (
     note_token_use,
     use_is_due,
 )
+from webapp.domain.audit import Actor
+from webapp.domain.disputes import PlatformReport, match_by_reference, report_dispute
 from webapp.domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from webapp.domain.live_results import (
     InvalidReport,
@@ -289,6 +298,27 @@ def post_tournament_result():
         _note_use(session)
         outcome = report_tournament_result(session, report)
     return _recorded(outcome)
+
+
+@bp.post("/matches/<match_ref>/disputes")
+@requires_scope("write")
+def post_match_dispute(match_ref: str):
+    """A player disputes a match: the case opens (201, ``opened``) or the report joins it (201, ``added``)."""
+    report = _report(PlatformReport)
+    session = db.session()
+    with unit_of_work(session):
+        _note_use(session)
+        match = match_by_reference(session, match_ref)
+        outcome = report_dispute(session, Actor(None, request.remote_addr), match.id, report.reason,
+                                 reporter=report.reporter, source="platform")
+        body = {
+            "status": "opened" if outcome.opened else "added",
+            "dispute_id": outcome.dispute.id,
+            "report_id": outcome.report.id,
+            "match_ref": match.external_ref,
+            "match_state": match.state,
+        }
+    return jsonify(body), 201
 
 
 # Errors: JSON, never the dashboard's pages.
