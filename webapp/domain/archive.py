@@ -27,8 +27,9 @@ import gzip
 import hashlib
 import json
 import posixpath
+import secrets
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,7 @@ from webapp.domain import jobs
 from webapp.domain.audit import Actor
 from webapp.domain.disputes import players_with_open_disputes
 from webapp.domain.errors import Conflict, DomainError, Invalid, NotFound
+from webapp.domain.gdpr_requests import open_request_player_ids
 from webapp.domain.recording import YOUNGEST_ARCHIVABLE
 from webapp.domain.timeline import TimelineEvent
 from webapp.models.activity import ActivityEvent, DataQualityFinding
@@ -89,9 +91,11 @@ def held_player_ids(session: Session) -> set[int]:
     """Return the players whose events must stay hot.
 
     Players of a match with an open dispute are held: its resolution reverses
-    their events, which must still be in the hot table to be reversed.
+    their events, which must still be in the hot table to be reversed. Players
+    with an open GDPR request are held too: an export must find all of their
+    events and an erasure must move them, neither racing an archive run.
     """
-    return players_with_open_disputes(session)
+    return players_with_open_disputes(session) | open_request_player_ids(session)
 
 
 def _holds(session: Session, hold_player_ids: Iterable[int]) -> set[int]:
@@ -819,3 +823,80 @@ def _cold_event(record: Mapping[str, Any], file_id: int) -> ColdEvent:
         reverses_event_id=record["reverses_event_id"],
         archive_file_id=file_id,
     )
+
+
+# Rewriting files (GDPR erasure).
+
+
+@dataclass(frozen=True)
+class RewrittenFile:
+    file_id: int
+    old_url: str
+    new_url: str
+    lines_changed: int
+
+
+def rewrite_files(
+    session: Session,
+    storage: ArchiveStorage,
+    transform: Callable[[dict[str, Any]], bool],
+) -> list[RewrittenFile]:
+    """Rewrite every archive file in which ``transform`` changes an event; flush only.
+
+    ``transform`` gets each event as stored (times as ISO strings, metadata
+    under ``"metadata"``), changes it in place and says whether it did. A file
+    with a changed line is written anew next to the old one, read back and
+    checked, and its manifest row then names the new file with its new digest
+    and size. The old files are the caller's to remove once the transaction
+    commits (``RewrittenFile.old_url``): until then the manifest still names
+    them, and a rollback leaves the new ones as orphans (``orphan_files``).
+    Files already restored are rewritten too, since they still hold the events.
+
+    :raise ArchiveVerificationFailed: if a file cannot be read or the new one
+        does not read back as written.
+    """
+    rewritten = []
+    for row in session.scalars(select(ArchiveFile).order_by(ArchiveFile.id)):
+        lines: list[bytes] = []
+        changed = 0
+        with _scanning(storage, row.url) as scan:
+            for line in scan.lines:
+                record = json.loads(line)
+                if transform(record):
+                    changed += 1
+                    line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+                lines.append(line)
+        if not changed:
+            continue
+        new_url = _rewritten_url(row.url)
+        with storage.open(new_url, "wb") as raw:
+            sink = _HashingSink(raw)
+            with gzip.GzipFile(fileobj=sink, mode="wb", mtime=0, filename="", compresslevel=6) as out:
+                for line in lines:
+                    out.write(line)
+        count = 0
+        with _scanning(storage, new_url) as scan:
+            for _line in scan.lines:
+                count += 1
+        if scan.sha256 != sink.sha256.hexdigest() or count != len(lines):
+            raise ArchiveVerificationFailed(
+                f"the rewrite of archive file {row.id} did not read back as written; nothing changed"
+            )
+        rewritten.append(RewrittenFile(row.id, row.url, new_url, changed))
+        row.url, row.sha256, row.bytes = new_url, sink.sha256.hexdigest(), sink.bytes
+    session.flush()
+    return rewritten
+
+
+def _rewritten_url(url: str) -> str:
+    # A fresh random suffix: the old file stays in place until the caller commits.
+    stem = url.removesuffix(".jsonl.gz").split("~", 1)[0]
+    return f"{stem}~{secrets.token_hex(4)}.jsonl.gz"
+
+
+def scan_files(storage: ArchiveStorage, urls: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+    """Yield (url, line) for every line of the given archive files."""
+    for url in urls:
+        with _scanning(storage, url) as scan:
+            for line in scan.lines:
+                yield url, line

@@ -296,6 +296,8 @@ def _lookup_parts(dialect: str, *, names: bool, reversals: bool) -> list:
     parts = []
     if names:
         parts += [
+            # An erased player's row and a tombstone are left out, so they are
+            # shown as a player who no longer exists: "[deleted player]".
             _lookup_part(
                 "player",
                 dialect,
@@ -305,7 +307,7 @@ def _lookup_parts(dialect: str, *, names: bool, reversals: bool) -> list:
                 players.c.display_name,
                 no_flag,
                 no_ref,
-            ),
+            ).where(players.c.erased_at.is_(None), players.c.is_tombstone.is_(False)),
             _lookup_part(
                 "team", dialect, teams.c.id, teams.c.name, no_text, no_text, no_flag, no_ref
             ),

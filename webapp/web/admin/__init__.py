@@ -13,6 +13,7 @@ def init_admin(app: Flask) -> Admin:
     """Build the dashboard and every view on ``app``."""
     from webapp.web.admin.api_tokens import ApiTokensView
     from webapp.web.admin.home import HomeView
+    from webapp.web.admin.monitoring import MonitoringView
     from webapp.web.admin.operations import BackfillView, JobsView, ReconciliationView
     from webapp.web.admin.players import PlayersView
     from webapp.web.admin.records import MODEL_VIEWS
@@ -29,6 +30,7 @@ def init_admin(app: Flask) -> Admin:
             view_class(model, db, name=name, category=category,
                        endpoint=f"records_{model.__tablename__}")
         )
+    admin.add_view(MonitoringView(name="Monitoring", endpoint="monitoring", url="/admin/monitoring"))
     admin.add_view(PlayersView(name="Players", category="Activity", endpoint="players", url="/admin/players"))
     admin.add_view(JobsView(name="Jobs", category="Operations", endpoint="ops_jobs", url="/admin/operations/jobs"))
     admin.add_view(BackfillView(name="Backfill", category="Operations", endpoint="ops_backfill",
