@@ -13,7 +13,7 @@ from webapp.config import INSTANCE_DIR, PROJECT_ROOT, BaseConfig, config_from_en
 def create_app(config: BaseConfig | None = None, overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the application for ``config`` (read from the environment by default)."""
     import webapp.database  # noqa: F401  (registers the SQLite pragmas and BEGIN handling)
-    from webapp import models  # noqa: F401  (every table on the shared metadata)
+    from webapp import latency, models  # noqa: F401  (models: every table on the shared metadata)
     from webapp.cli import register_cli
     from webapp.extensions import csrf, db, limiter, migrate
     from webapp.jobs.queue import init_queue
@@ -44,6 +44,7 @@ def create_app(config: BaseConfig | None = None, overrides: Mapping[str, Any] | 
     csrf.init_app(app)
     limiter.init_app(app)
     init_queue(app)
+    latency.init_app(app)
     register_web(app)
     register_cli(app)
     return app

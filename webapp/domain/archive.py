@@ -40,7 +40,7 @@ from sqlalchemy import String, case, delete, distinct, exists, func, literal_col
 from sqlalchemy.orm import Session
 
 from webapp.database import dialect_insert
-from webapp.domain import jobs
+from webapp.domain import jobs, monitoring
 from webapp.domain.audit import Actor
 from webapp.domain.disputes import players_with_open_disputes
 from webapp.domain.errors import Conflict, DomainError, Invalid, NotFound
@@ -497,6 +497,8 @@ def commit_month(
     )
     session.add(row)
     session.flush()
+    # Archived events stay in the monitoring rollups: they count events ever recorded.
+    monitoring.note_removed(session, written.event_ids, archived=True)
     deleted = 0
     for chunk in _chunks(written.event_ids, DELETE_CHUNK):
         _keep_keys(session, chunk, row.id)

@@ -44,7 +44,7 @@ from sqlalchemy import and_, case, delete, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from webapp.domain import jobs
+from webapp.domain import jobs, monitoring
 from webapp.domain.audit import Actor, record_audit
 from webapp.domain.errors import Conflict, Invalid
 from webapp.domain.projection import (
@@ -1233,6 +1233,8 @@ def rollback_chunk(
             continue
         chosen = events.c.id.in_(ids)
         _refuse_if_referenced(session, run_id, and_(of_run, chosen))
+        # Rolled-back events stay in the monitoring rollups: they count events ever recorded.
+        monitoring.note_removed(session, ids, archived=False)
         removed = session.execute(
             delete(events)
             .where(of_run, chosen)
