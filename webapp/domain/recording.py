@@ -31,7 +31,6 @@ from webapp.domain.errors import Invalid
 from webapp.domain.projection import add_stat_deltas, counted_stat_deltas
 from webapp.domain.taxonomy import event_type as lookup_event_type
 from webapp.models.activity import ORIGINS, ActivityEvent, DataQualityFinding
-from webapp.models.archive import ArchivedEventKey
 from webapp.models.base import utcnow
 from webapp.models.players import TeamMembership
 from webapp.observability import RECORD_EVENTS, observed
@@ -133,14 +132,13 @@ def _record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
     connection = session.connection()
     now = utcnow()
     rows = [_validated_row(fact, now) for fact in facts]
-    _check_references(session, connection, rows)
+    archived = _check_references(session, connection, rows, now)
 
     # One row per key goes to the database; later repeats inside the batch are
     # compared with it like any other repeat.
     first_by_key: dict[EventKey, dict[str, Any]] = {}
     for row in rows:
         first_by_key.setdefault(_row_key(row), row)
-    archived = _archived_keys(connection, rows, now)
     inserted = _insert_new(
         connection, sorted((r for k, r in first_by_key.items() if k not in archived), key=_row_key), now
     )
@@ -228,11 +226,23 @@ def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
         yield values[start : start + size]
 
 
-def _check_references(session: Session, connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Check every referenced record exists and team events go to members; derive privacy."""
+def _check_references(
+    session: Session, connection: Connection, rows: list[dict[str, Any]], now: datetime
+) -> dict[EventKey, int]:
+    """Check every referenced record exists and team events go to members; derive privacy.
+
+    Return the archived event id of each row whose fact is already in cold
+    storage. Archival takes only events older than YOUNGEST_ARCHIVABLE, so
+    only such facts are looked up: live results, which happen now, are not.
+    """
     player_ids = sorted({row["player_id"] for row in rows})
     tournament_ids = sorted({row["tournament_id"] for row in rows if row["tournament_id"] is not None})
-    known_players, private = _lookup_references(connection, player_ids, tournament_ids)
+    archivable = sorted(
+        {_row_key(row) for row in rows if row["occurred_at"] < now - YOUNGEST_ARCHIVABLE}
+    )
+    known_players, private, archived = _lookup_references(
+        connection, player_ids, tournament_ids, archivable
+    )
     missing = [pid for pid in player_ids if pid not in known_players]
     if missing:
         raise Invalid(f"unknown player id(s): {', '.join(map(str, missing[:10]))}")
@@ -245,51 +255,82 @@ def _check_references(session: Session, connection: Connection, rows: list[dict[
 
     _check_reversals(session, [row for row in rows if row["reverses_event_id"] is not None])
     _check_team_membership(session, [row for row in rows if row["team_id"] is not None])
+    return archived
 
 
 def _lookup_references(
-    connection: Connection, player_ids: list[int], tournament_ids: list[int]
-) -> tuple[set[int], dict[int, bool]]:
-    """Return which of the players exist, and the privacy of those of the tournaments that do.
+    connection: Connection, player_ids: list[int], tournament_ids: list[int], keys: list[EventKey]
+) -> tuple[set[int], dict[int, bool], dict[EventKey, int]]:
+    """Return which players exist, the privacy of the tournaments that do, and which keys are archived.
 
-    Both are read by one statement (per chunk of ids), written out for the
+    All three are read by one statement (per chunk), written out for the
     driver: for a single event the lookup is one of only four statements, and
     the dialect's expanding IN parameters cost more than the lookup itself.
     """
     known_players: set[int] = set()
     private: dict[int, bool] = {}
+    archived: dict[EventKey, int] = {}
     postgres = connection.dialect.name == "postgresql"
-    for start in range(0, max(len(player_ids), len(tournament_ids)), _CHUNK):
+    for start in range(0, max(len(player_ids), len(tournament_ids), len(keys)), _CHUNK):
         players = player_ids[start : start + _CHUNK]
         tournaments = tournament_ids[start : start + _CHUNK]
-        if postgres and max(len(players), len(tournaments)) > _FEW_ROWS:
-            sql, params = _POSTGRES_REFERENCES, {"players": players, "tournaments": tournaments}
+        chunk_keys = keys[start : start + _CHUNK]
+        if postgres and max(len(players), len(tournaments), len(chunk_keys)) > _FEW_ROWS:
+            sql = _POSTGRES_REFERENCES + (_POSTGRES_ARCHIVED_KEYS if chunk_keys else "")
+            params = {"players": players, "tournaments": tournaments,
+                      **{name: [key[i] for key in chunk_keys] for i, name in enumerate(_KEY_ARRAYS)}}
         else:
             mark = "%s" if postgres else "?"
-            sql, params = _listed_references(mark, len(players), len(tournaments)), (*players, *tournaments)
-        for is_tournament, record_id, is_private in connection.exec_driver_sql(sql, params):
-            if is_tournament:
+            sql = _listed_references(mark, len(players), len(tournaments), len(chunk_keys))
+            params = (*players, *tournaments, *(part for key in chunk_keys for part in key))
+        for kind, record_id, is_private, *key in connection.exec_driver_sql(sql, params):
+            if kind == 1:
                 private[record_id] = bool(is_private)
-            else:
+            elif kind == 0:
                 known_players.add(record_id)
-    return known_players, private
+            else:
+                archived[tuple(key)] = record_id
+    return known_players, private, archived
 
 
 _POSTGRES_REFERENCES = (
-    "SELECT 0, id, false FROM players WHERE id = ANY(%(players)s::bigint[]) UNION ALL "
-    "SELECT 1, id, is_private FROM tournaments WHERE id = ANY(%(tournaments)s::bigint[])"
+    "SELECT 0, id, false, NULL::bigint, NULL::varchar, NULL::varchar, NULL::bigint FROM players "
+    "WHERE id = ANY(%(players)s::bigint[]) UNION ALL "
+    "SELECT 1, id, is_private, NULL, NULL, NULL, NULL FROM tournaments "
+    "WHERE id = ANY(%(tournaments)s::bigint[])"
+)
+_KEY_ARRAYS = ("key_players", "key_types", "key_models", "key_sources")
+_POSTGRES_ARCHIVED_KEYS = (
+    " UNION ALL SELECT 2, event_id, NULL, player_id, event_type, source_model, source_id "
+    "FROM archived_event_keys WHERE (player_id, event_type, source_model, source_id) IN "
+    "(SELECT * FROM unnest(%(key_players)s::bigint[], %(key_types)s::text[], "
+    "%(key_models)s::text[], %(key_sources)s::bigint[]))"
 )
 
 
 @lru_cache(maxsize=64)
-def _listed_references(mark: str, players: int, tournaments: int) -> str:
-    def listed(n: int) -> str:
-        return ", ".join([mark] * n) if n else "NULL"
+def _listed_references(mark: str, players: int, tournaments: int, keys: int) -> str:
+    def listed(n: int, width: int = 1) -> str:
+        if not n:
+            return "NULL"
+        one = mark if width == 1 else f"({', '.join([mark] * width)})"
+        return ", ".join([one] * n)
 
-    return (
-        f"SELECT 0, id, NULL FROM players WHERE id IN ({listed(players)}) UNION ALL "
-        f"SELECT 1, id, is_private FROM tournaments WHERE id IN ({listed(tournaments)})"
+    sql = (
+        # Typed NULLs: PostgreSQL settles each column's type from the first SELECT.
+        "SELECT 0, id, CAST(NULL AS BOOLEAN), CAST(NULL AS BIGINT), CAST(NULL AS VARCHAR), "
+        "CAST(NULL AS VARCHAR), CAST(NULL AS BIGINT) "
+        f"FROM players WHERE id IN ({listed(players)}) "
+        f"UNION ALL SELECT 1, id, is_private, NULL, NULL, NULL, NULL FROM tournaments "
+        f"WHERE id IN ({listed(tournaments)})"
     )
+    if keys:
+        sql += (
+            " UNION ALL SELECT 2, event_id, NULL, player_id, event_type, source_model, source_id "
+            "FROM archived_event_keys WHERE (player_id, event_type, source_model, source_id) "
+            f"IN (VALUES {listed(keys, 4)})"
+        )
+    return sql
 
 
 def _check_reversals(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -471,27 +512,6 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
         return inserted
 
     return insert
-
-
-def _archived_keys(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
-    """Return the archived event id of each row whose fact is already in cold storage.
-
-    Archival takes only events at least a day old, so live results, which
-    happen now, never pay for the lookup.
-    """
-    archivable = {_row_key(row) for row in rows if row["occurred_at"] < now - YOUNGEST_ARCHIVABLE}
-    if not archivable:
-        return {}
-    table = ArchivedEventKey.__table__
-    key_columns = tuple_(table.c.player_id, table.c.event_type, table.c.source_model, table.c.source_id)
-    found: dict[EventKey, int] = {}
-    for chunk in _chunks(sorted(archivable), _CHUNK // 4):
-        for *key, event_id in connection.execute(
-            select(table.c.player_id, table.c.event_type, table.c.source_model, table.c.source_id,
-                   table.c.event_id).where(key_columns.in_(chunk))
-        ):
-            found[tuple(key)] = event_id
-    return found
 
 
 def _stored_payloads(session: Session, keys: set[EventKey]) -> dict[EventKey, tuple[int, dict[str, Any]]]:
