@@ -12,6 +12,7 @@ from webapp.extensions import db
 def init_admin(app: Flask) -> Admin:
     """Build the dashboard and every view on ``app``."""
     from webapp.web.admin.api_tokens import ApiTokensView
+    from webapp.web.admin.disputes import DisputesView
     from webapp.web.admin.home import HomeView
     from webapp.web.admin.monitoring import MonitoringView
     from webapp.web.admin.operations import BackfillView, JobsView, ReconciliationView
@@ -37,6 +38,8 @@ def init_admin(app: Flask) -> Admin:
                                 url="/admin/operations/backfill"))
     admin.add_view(ReconciliationView(name="Reconciliation", category="Operations", endpoint="ops_reconciliation",
                                       url="/admin/operations/reconciliation"))
+    admin.add_view(DisputesView(name="Disputes", category="Trust & safety", endpoint="disputes",
+                                url="/admin/disputes"))
     admin.add_view(ApiTokensView(name="API tokens", category="Administration", endpoint="api_tokens",
                                  url="/admin/api-tokens"))
     return admin
