@@ -686,7 +686,7 @@ def exports_of_request(session: Session, request_id: int) -> list[tuple[GdprExpo
             .join(JobRun, JobRun.id == GdprExport.job_run_id)
             .where(GdprExport.request_id == request_id)
             .order_by(GdprExport.id.desc())
-        ).tuples()
+        ).all()
     )
 
 
@@ -698,7 +698,7 @@ def recent_exports(session: Session, limit: int = 50) -> list[tuple[GdprExport, 
             .join(JobRun, JobRun.id == GdprExport.job_run_id)
             .order_by(GdprExport.id.desc())
             .limit(limit)
-        ).tuples()
+        ).all()
     )
 
 
@@ -711,7 +711,7 @@ def download_counts(session: Session, export_ids: Iterable[int]) -> dict[int, in
             select(GdprExportDownload.export_id, func.count())
             .where(GdprExportDownload.export_id.in_(ids))
             .group_by(GdprExportDownload.export_id)
-        ).tuples()
+        ).all()
     )
 
 

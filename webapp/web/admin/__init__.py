@@ -13,6 +13,7 @@ def init_admin(app: Flask) -> Admin:
     """Build the dashboard and every view on ``app``."""
     from webapp.web.admin.api_tokens import ApiTokensView
     from webapp.web.admin.disputes import DisputesView
+    from webapp.web.admin.gdpr_exports import GdprExportsView
     from webapp.web.admin.home import HomeView
     from webapp.web.admin.monitoring import MonitoringView
     from webapp.web.admin.operations import BackfillView, JobsView, ReconciliationView
@@ -38,6 +39,8 @@ def init_admin(app: Flask) -> Admin:
                                 url="/admin/operations/backfill"))
     admin.add_view(ReconciliationView(name="Reconciliation", category="Operations", endpoint="ops_reconciliation",
                                       url="/admin/operations/reconciliation"))
+    admin.add_view(GdprExportsView(name="Exports", category="GDPR", endpoint="gdpr_exports",
+                                   url="/admin/gdpr-exports"))
     admin.add_view(DisputesView(name="Disputes", category="Trust & safety", endpoint="disputes",
                                 url="/admin/disputes"))
     admin.add_view(ApiTokensView(name="API tokens", category="Administration", endpoint="api_tokens",
