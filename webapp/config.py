@@ -114,6 +114,8 @@ class BaseConfig:
         )
         # The event table is due for archival above this size (bytes, default 20 GiB).
         self.EVENT_TABLE_ALERT_BYTES = int(os.environ.get("EVENT_TABLE_ALERT_BYTES", str(20 * 1024**3)))
+        # Each process adds its operation latency histograms to the monitoring rollups this often.
+        self.LATENCY_FLUSH_SECONDS = float(os.environ.get("LATENCY_FLUSH_SECONDS", "5"))
 
     def validate(self) -> None:
         """Refuse to start with settings that are unsafe for this environment."""
@@ -146,6 +148,9 @@ class TestConfig(BaseConfig):
         self.SECRET_KEY = "test-secret-key"
         # Staff passwords in tests are hashed with argon2's cheapest parameters.
         self.PASSWORD_HASH_PROFILE = "CHEAPEST"
+        # Latency counts are flushed by the tests themselves: a background flush
+        # could outlive a test's database.
+        self.LATENCY_FLUSH_SECONDS = 24 * 3600
 
 
 class ProductionConfig(BaseConfig):

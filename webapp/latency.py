@@ -102,7 +102,7 @@ class LatencyRecorder:
 
 def init_app(app: Flask) -> LatencyRecorder:
     """Record the app's operation latencies into the monitoring rollups."""
-    recorder = LatencyRecorder(app, app.config.get("LATENCY_FLUSH_SECONDS", DEFAULT_FLUSH_SECONDS))
+    recorder = LatencyRecorder(app, float(app.config.get("LATENCY_FLUSH_SECONDS", DEFAULT_FLUSH_SECONDS)))
     recorder.start()
     app.extensions["latency_recorder"] = recorder
     return recorder

@@ -269,3 +269,32 @@ def test_quantiles_interpolate_within_the_histogram_bins():
     assert 0.03 < monitoring.quantile(bins, 0.95) <= 0.05
     assert monitoring.quantile(Counter(), 0.5) is None
     assert monitoring.quantile(Counter({len(monitoring.LATENCY_BOUNDS): 3}), 0.99) == 30.0
+
+
+def test_an_event_committed_after_a_larger_id_was_folded_is_still_counted(app, session, players, backend):
+    if backend != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: ids always commit in order there")
+    from sqlalchemy.orm import Session
+
+    from webapp.database import begin_write
+    from webapp.extensions import db
+
+    forget_everything(session)
+    slow = Session(bind=db.engine)
+    try:
+        begin_write(slow)
+        record_events(slow, [NewEvent(player_id=players[0], event_type="match_won", occurred_at=utcnow(),
+                                      source_model="match", source_id=next(_sources),
+                                      metadata={"round": "R1", "side": "a", "opponent_player_ids": [9]})])
+        slow.flush()  # the smaller id, not committed yet
+        record(session, players, Record(1, ("match_lost",), 2, "live"), backfill_run=0)
+        fold(session, 0)
+        assert rollup_by_grain(session, "day") == {"match_lost": 1}
+        slow.commit()
+    finally:
+        slow.close()
+
+    fold(session, 0)
+    assert rollup_by_grain(session, "day") == {"match_won": 1, "match_lost": 1}
+    fold(session, 60)
+    assert rollup_by_grain(session, "day") == {"match_won": 1, "match_lost": 1}
