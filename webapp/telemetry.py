@@ -295,7 +295,9 @@ def table_rows_estimate(connection: Connection, name: str) -> int | None:
             return int(estimate)
         # Never analysed yet (a new table): fall through to the same bound SQLite uses.
     if name == "activity_events":
-        low, high = connection.execute(select(func.min(ActivityEvent.id), func.max(ActivityEvent.id))).one()
+        # Two statements: SQLite reads min() or max() off the index only when it is alone in the query.
+        low = connection.execute(select(func.min(ActivityEvent.id))).scalar()
+        high = connection.execute(select(func.max(ActivityEvent.id))).scalar()
         return 0 if low is None else high - low + 1
     if name == "player_stats":
         return connection.execute(text("SELECT count(*) FROM player_stats")).scalar()
