@@ -458,3 +458,34 @@ def test_open_disputes_hold_both_sides_including_the_team_members_of_the_time(
     assert players_with_open_disputes(session, []) == set()
     assert held_player_ids(session) >= {solo.id, member.id, other_member.id}
     assert bystander.id not in held_player_ids(session)
+
+
+# A corrected match stays corrected when its result arrives again.
+
+
+def test_a_repeated_report_or_a_backfill_does_not_count_a_corrected_result_twice(
+    session, make_player, make_tournament, make_match, make_result, staff
+):
+    from tests.jobs.test_backfill import run_backfill
+
+    alice, bob = make_player(), make_player()
+    cup = make_tournament()
+    final = recorded(session, make_match(cup, alice, bob, winner="a", is_final=True, round="F"))
+    make_result(cup, alice)
+    with unit_of_work(session):
+        record_tournament_result(session, cup.id)
+    report(session, final)
+    resolve(session, staff, final, "b")
+    before = (stats(session, alice), stats(session, bob),
+              session.scalar(select(func.count()).select_from(ActivityEvent)))
+
+    with unit_of_work(session):
+        assert record_match_result(session, final.id).recorded == []
+        assert record_tournament_result(session, cup.id).recorded == []
+    run = run_backfill(session)
+
+    assert run.status == "succeeded", run.error
+    assert (stats(session, alice), stats(session, bob),
+            session.scalar(select(func.count()).select_from(ActivityEvent))) == before
+    assert stats(session, bob)["tournaments_won"] == 1 and "tournaments_won" not in stats(session, alice)
+    assert not find_drift(session).drifts

@@ -59,7 +59,10 @@ from webapp.domain.results import (
     TeamRoster,
     match_events,
     registration_events,
+    resolved_match_ids,
+    resolved_result_ids,
     tournament_result_events,
+    without_corrected_wins,
 )
 from webapp.models.activity import ActivityEvent, DataQualityFinding
 from webapp.models.archive import ArchivedEventKey
@@ -301,6 +304,8 @@ def _derive(session: Session, records: list[tuple[Position, Any]], run_id: int |
             team_ids.add(record.winner_team_id)
     team_ids.discard(None)
     roster = TeamRoster.load(session, team_ids)
+    resolved = resolved_match_ids(session, [record.id for key, record in records if key.stage == _MATCHES])
+    resolved_results = resolved_result_ids(session, [record.id for key, record in records if key.stage == _RESULT])
 
     rows = []
     for key, record in records:
@@ -312,17 +317,17 @@ def _derive(session: Session, records: list[tuple[Position, Any]], run_id: int |
                     record, tournament, roster, origin="backfill", origin_id=run_id
                 )
             elif key.stage == _MATCHES:
-                if record.state in DECIDED_STATES:
+                if record.state in DECIDED_STATES and record.id not in resolved:
                     row.facts = match_events(record, roster, origin="backfill", origin_id=run_id)
                     # A forfeit is never a match won or lost: only forfeit events.
                     row.rejected_forfeit = int(record.state == "forfeit")
-                else:  # scheduled, disputed or void: no settled outcome to record
+                else:  # scheduled, disputed, void, or corrected by a dispute resolution's own events
                     row.skipped = True
             else:
                 entrants = entries[key.tournament_id]
-                row.facts = tournament_result_events(
+                row.facts = without_corrected_wins(tournament_result_events(
                     record, tournament, entrants, roster, origin="backfill", origin_id=run_id
-                )
+                ), resolved_results)
                 row.rejected_no_show = sum(r.status not in PLAYED_STATUSES for r in entrants)
         except Invalid as exc:
             row.facts = []

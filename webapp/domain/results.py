@@ -14,6 +14,11 @@ events whichever way it arrives:
   to every entrant that played it.
 
 Team results reach the members of the team at the time of the result.
+
+Once a dispute resolution has corrected a match, the match gives no events of
+its own any more: its outcome is the resolution's events (see
+``webapp.domain.disputes``), so a repeated report or a backfill cannot count
+the corrected result twice. Likewise the tournament win of a final it decided.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from webapp.domain.errors import Invalid, NotFound
 from webapp.domain.recording import BatchOutcome, NewEvent, record_events
 from webapp.models.competitions import Match, Registration, Tournament, TournamentResult
+from webapp.models.disputes import MatchResolution
 from webapp.models.players import TeamMembership
 
 # Registration statuses of entrants who took part in the tournament.
@@ -201,8 +207,53 @@ def record_match_result(session: Session, match_id: int, *, origin: str = "live"
     match = session.get(Match, match_id)
     if match is None:
         raise NotFound(f"match {match_id} does not exist")
+    if is_resolved(session, match.id):
+        # Its outcome's events come from its dispute resolutions; the match's own
+        # would count the corrected result a second time.
+        return BatchOutcome([])
     roster = TeamRoster.load(session, [t for t in (match.side_a_team_id, match.side_b_team_id) if t])
     return record_events(session, match_events(match, roster, origin=origin, origin_id=origin_id))
+
+
+def is_resolved(session: Session, match_id: int) -> bool:
+    """Return whether a dispute resolution has corrected the match's outcome."""
+    return session.scalar(select(exists().where(MatchResolution.match_id == match_id))) or False
+
+
+def resolved_result_ids(session: Session, result_ids: Iterable[int]) -> set[int]:
+    """Return those of ``result_ids`` whose winner a resolution of the tournament's final decided."""
+    ids = sorted(set(result_ids))
+    resolved: set[int] = set()
+    for start in range(0, len(ids), 2_000):
+        resolved.update(session.scalars(
+            select(MatchResolution.tournament_result_id).where(
+                MatchResolution.tournament_result_id.in_(ids[start : start + 2_000]))
+        ))
+    return resolved
+
+
+def without_corrected_wins(events: Sequence[NewEvent], resolved_results: set[int]) -> list[NewEvent]:
+    """Leave out tournament wins of results whose winner a dispute resolution decided.
+
+    The resolution recorded the win of the winner it named; the result's own
+    event for that winner would count it twice.
+    """
+    return [
+        e for e in events
+        if not (e.event_type == "tournament_won" and e.source_model == "tournament_result"
+                and e.source_id in resolved_results)
+    ]
+
+
+def resolved_match_ids(session: Session, match_ids: Iterable[int]) -> set[int]:
+    """Return those of ``match_ids`` whose outcome a dispute resolution corrected."""
+    ids = sorted(set(match_ids))
+    resolved: set[int] = set()
+    for start in range(0, len(ids), 2_000):
+        resolved.update(session.scalars(
+            select(MatchResolution.match_id).where(MatchResolution.match_id.in_(ids[start : start + 2_000]))
+        ))
+    return resolved
 
 
 def record_registration(session: Session, registration_id: int, *, origin: str = "live",
@@ -236,7 +287,6 @@ def record_tournament_result(session: Session, tournament_id: int, *, origin: st
         {result.winner_team_id} if result.winner_team_id else set()
     )
     roster = TeamRoster.load(session, team_ids)
-    return record_events(
-        session,
-        tournament_result_events(result, tournament, registrations, roster, origin=origin, origin_id=origin_id),
-    )
+    events = tournament_result_events(result, tournament, registrations, roster, origin=origin,
+                                      origin_id=origin_id)
+    return record_events(session, without_corrected_wins(events, resolved_result_ids(session, [result.id])))
