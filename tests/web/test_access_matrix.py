@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from flask import url_for
 
+from tests.conftest import csrf_token_from
 from webapp.models.staff import ROLES
 from webapp.web.admin.base import RoleProtected
 
@@ -72,3 +73,47 @@ def test_record_views_offer_no_create_edit_or_delete(app, client, sign_in):
             assert response.status_code in (302, 403, 404), f"{url}{action} -> {response.status_code}"
         html = client.get(url).text
         assert "Delete" not in html and "/delete/" not in html, url
+
+
+GDPR_ROLES = ("privacy", "admin")
+# Every GDPR request route that takes the request's id, and its method.
+GDPR_REQUEST_ROUTES = (
+    ("GET", ""),
+    ("POST", "/verify"),
+    ("POST", "/notes"),
+    ("POST", "/refuse"),
+    ("POST", "/erasure/request"),
+    ("POST", "/erasure/approve"),
+)
+
+
+@pytest.mark.parametrize("role", [*ROLES, ANONYMOUS])
+def test_gdpr_request_pages_and_actions_are_for_privacy_and_admin_only(
+    client, sign_in, session, make_staff, make_player, role
+):
+    from webapp.domain.audit import Actor
+    from webapp.domain.gdpr_requests import get_request, open_request
+    from webapp.transaction import unit_of_work
+
+    actor, player = Actor(staff_id=make_staff("privacy").id), make_player()
+    with unit_of_work(session):
+        request_id = open_request(session, actor, "erasure", player.public_id).id
+    if role != ANONYMOUS:
+        sign_in(role)
+    # A valid CSRF token, so that what answers is the role check, not CSRF protection.
+    token = csrf_token_from(client.get("/auth/sign-in" if role == ANONYMOUS else "/admin/").text)
+    for method, suffix in GDPR_REQUEST_ROUTES:
+        url = f"/admin/gdpr/{request_id}{suffix}"
+        # Empty fields: an allowed role is refused by validation, so nothing changes either way.
+        response = client.open(url, method=method, data={"csrf_token": token, "how": "", "text": "",
+                                                         "reason": ""})
+        if role == ANONYMOUS:
+            assert response.status_code == 302 and "/auth/sign-in" in response.headers["Location"], url
+        elif role not in GDPR_ROLES:
+            assert response.status_code == 403, url
+        elif method == "GET":
+            assert response.status_code == 200, url
+        else:
+            assert response.status_code in (400, 409), url
+    session.rollback()
+    assert get_request(session, request_id).status == "open"

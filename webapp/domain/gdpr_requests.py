@@ -9,6 +9,7 @@ audit trail.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import case, select
@@ -233,3 +234,38 @@ def open_request_player_ids(session: Session) -> set[int]:
     return set(session.scalars(
         select(GdprRequest.player_id).where(GdprRequest.status.not_in(CLOSED_STATUSES))
     ))
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    """A request as the dashboard lists it, with the player as every staff member sees them."""
+
+    request: GdprRequest
+    player_public_id: str
+    player_display_name: str
+    overdue: bool
+
+
+def request_rows(session: Session, status: str | None = None, *,
+                 now: datetime | None = None) -> list[RequestRow]:
+    """``list_requests`` with each request's player and whether it is overdue."""
+    now = now or utcnow()
+    requests = list_requests(session, status, now=now)
+    players = {
+        p.id: p for p in session.scalars(
+            select(Player).where(Player.id.in_({r.player_id for r in requests}))
+        )
+    } if requests else {}
+    return [
+        RequestRow(r, players[r.player_id].public_id, players[r.player_id].display_name,
+                   r.is_overdue(now))
+        for r in requests
+    ]
+
+
+def staff_emails(session: Session, staff_ids) -> dict[int, str]:
+    """The email of each staff member named by id (to say who did what on a request)."""
+    ids = {i for i in staff_ids if i is not None}
+    if not ids:
+        return {}
+    return dict(session.execute(select(StaffUser.id, StaffUser.email).where(StaffUser.id.in_(ids))).all())

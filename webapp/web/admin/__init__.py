@@ -13,6 +13,7 @@ def init_admin(app: Flask) -> Admin:
     """Build the dashboard and every view on ``app``."""
     from webapp.web.admin.api_tokens import ApiTokensView
     from webapp.web.admin.disputes import DisputesView
+    from webapp.web.admin.gdpr import GdprRequestsView
     from webapp.web.admin.gdpr_exports import GdprExportsView
     from webapp.web.admin.home import HomeView
     from webapp.web.admin.monitoring import MonitoringView
@@ -39,6 +40,8 @@ def init_admin(app: Flask) -> Admin:
                                 url="/admin/operations/backfill"))
     admin.add_view(ReconciliationView(name="Reconciliation", category="Operations", endpoint="ops_reconciliation",
                                       url="/admin/operations/reconciliation"))
+    admin.add_view(GdprRequestsView(name="Requests", category="GDPR", endpoint="gdpr",
+                                    url="/admin/gdpr"))
     admin.add_view(GdprExportsView(name="Exports", category="GDPR", endpoint="gdpr_exports",
                                    url="/admin/gdpr-exports"))
     admin.add_view(DisputesView(name="Disputes", category="Trust & safety", endpoint="disputes",
