@@ -22,11 +22,12 @@ from webapp.domain.disputes import (
     report_dispute,
     resolve_dispute,
 )
-from webapp.domain.errors import Invalid, NotFound
+from webapp.domain.errors import Conflict, Invalid, NotFound
 from webapp.domain.reconciliation import find_drift
 from webapp.domain.results import record_match_result, record_tournament_result
 from webapp.models import (
     ActivityEvent,
+    ArchiveFile,
     AuditEntry,
     Dispute,
     DisputeNote,
@@ -488,4 +489,29 @@ def test_a_repeated_report_or_a_backfill_does_not_count_a_corrected_result_twice
     assert (stats(session, alice), stats(session, bob),
             session.scalar(select(func.count()).select_from(ActivityEvent))) == before
     assert stats(session, bob)["tournaments_won"] == 1 and "tournaments_won" not in stats(session, alice)
+    assert not find_drift(session).drifts
+
+
+def test_a_match_whose_events_are_in_cold_storage_is_resolved_only_after_restoring_them(
+    session, app, tmp_path, monkeypatch, make_player, make_tournament, make_match, staff
+):
+    from tests.jobs.test_archive import AFTER_DAYS, NOW, archive_now, restore
+
+    url = str(tmp_path / "cold")
+    monkeypatch.setitem(app.config, "ARCHIVE_URL", url)
+    alice, bob = make_player(), make_player()
+    old = recorded(session, make_match(make_tournament(starts_at=NOW - timedelta(days=AFTER_DAYS + 60),
+                                                      ends_at=NOW - timedelta(days=AFTER_DAYS + 59)),
+                                      alice, bob, at=NOW - timedelta(days=AFTER_DAYS + 60)))
+    assert archive_now(session, url).status == "succeeded"
+    assert session.scalar(select(func.count()).select_from(ActivityEvent)) == 0
+    report(session, old)
+
+    with pytest.raises(Conflict, match="restore them"), unit_of_work(session):
+        resolve_dispute(session, staff, old.id, "b", "evidence", expected_version=2, token="t")
+
+    file_id = session.scalars(select(ArchiveFile.id)).one()
+    assert restore(session, url, file_id).status == "succeeded"
+    resolve(session, staff, old, "b")
+    assert stats(session, bob) == {"matches_played": 1, "matches_won": 1}
     assert not find_drift(session).drifts

@@ -40,6 +40,7 @@ from webapp.domain.projection import counted_stat_deltas
 from webapp.domain.recording import NewEvent, record_events
 from webapp.domain.results import TeamRoster, match_events
 from webapp.models.activity import ActivityEvent
+from webapp.models.archive import ArchivedEventKey
 from webapp.models.base import utcnow
 from webapp.models.competitions import Match, Placement, Tournament, TournamentResult
 from webapp.models.disputes import (
@@ -342,6 +343,7 @@ def _plan(session: Session, match: Match, outcome: str, expected_version: int | 
         state_after = "forfeit" if _first_state(session, match) == "forfeit" else "completed"
         winner_after = outcome
 
+    _refuse_if_archived(session, match, tournament)
     effective = _effective_outcome_events(session, match)
     team_ids = [t for t in (match.side_a_team_id, match.side_b_team_id) if t is not None]
     final = _final_result(session, match, tournament)
@@ -446,6 +448,30 @@ def _stat_changes(session: Session, events: Sequence[PlannedEvent], side_players
         if delta
     ]
     return before, changes
+
+
+def _refuse_if_archived(session: Session, match: Match, tournament: Tournament) -> None:
+    """Refuse while any of the match's outcome events is in cold storage.
+
+    A resolution reverses the events that are effective; one that left the hot
+    table could not be reversed and its outcome would count twice. Open
+    disputes hold their players' events hot, so only a match archived before
+    it was disputed gets here.
+    """
+    resolutions = select(MatchResolution.id).where(MatchResolution.match_id == match.id)
+    sources = [and_(ArchivedEventKey.source_model == "match", ArchivedEventKey.source_id == match.id),
+               and_(ArchivedEventKey.source_model == RESOLUTION_SOURCE,
+                    ArchivedEventKey.source_id.in_(resolutions))]
+    final = _final_result(session, match, tournament)
+    if final is not None:
+        sources.append(and_(ArchivedEventKey.source_model == "tournament_result",
+                            ArchivedEventKey.source_id == final.id))
+    files = sorted(set(session.scalars(select(ArchivedEventKey.file_id).where(or_(*sources)))))
+    if files:
+        raise Conflict(
+            f"match {match.id}: some of its events are archived in cold storage (archive file "
+            f"{', '.join(map(str, files))}); restore them (flask archive restore FILE_ID) before resolving"
+        )
 
 
 def _first_state(session: Session, match: Match) -> str:
