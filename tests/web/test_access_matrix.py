@@ -117,3 +117,42 @@ def test_gdpr_request_pages_and_actions_are_for_privacy_and_admin_only(
             assert response.status_code in (400, 409), url
     session.rollback()
     assert get_request(session, request_id).status == "open"
+
+
+DISPUTE_ROLES = ("admin", "trust_safety")
+
+
+@pytest.mark.parametrize("role", [*ROLES, ANONYMOUS])
+def test_dispute_pages_and_actions_are_for_trust_and_safety_and_admin_only(
+    client, sign_in, session, make_player, make_tournament, make_match, role
+):
+    from sqlalchemy import func, select
+
+    from webapp.domain.audit import Actor
+    from webapp.domain.disputes import report_dispute
+    from webapp.models import DisputeNote, MatchResolution
+    from webapp.transaction import unit_of_work
+
+    match = make_match(make_tournament(), make_player(), make_player())
+    with unit_of_work(session):
+        case_id = report_dispute(session, Actor(None), match.id, "wrong winner").dispute.id
+    if role != ANONYMOUS:
+        sign_in(role)
+    token = csrf_token_from(client.get("/auth/sign-in" if role == ANONYMOUS else "/admin/").text)
+    routes = [("GET", f"/admin/disputes/matches/{match.id}"), ("POST", f"/admin/disputes/matches/{match.id}/report"),
+              ("GET", f"/admin/disputes/cases/{case_id}"), ("POST", f"/admin/disputes/cases/{case_id}/notes"),
+              ("POST", f"/admin/disputes/cases/{case_id}/preview"), ("POST", f"/admin/disputes/cases/{case_id}/resolve")]
+    for method, url in routes:
+        # Empty fields: an allowed role is refused by validation, so nothing changes either way.
+        response = client.open(url, method=method, data={"csrf_token": token, "reason": "", "body": ""})
+        if role == ANONYMOUS:
+            assert response.status_code == 302 and "/auth/sign-in" in response.headers["Location"], url
+        elif role not in DISPUTE_ROLES:
+            assert response.status_code == 403, url
+        elif method == "GET":
+            assert response.status_code == 200, url
+        else:
+            assert response.status_code in (302, 400), url
+    session.rollback()
+    assert session.scalar(select(func.count()).select_from(MatchResolution)) == 0
+    assert session.scalar(select(func.count()).select_from(DisputeNote)) == 0
