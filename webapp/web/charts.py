@@ -11,11 +11,13 @@ in the same package.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from markupsafe import Markup, escape
 from sqlalchemy.orm import Session
 
 from webapp.domain import monitoring
@@ -31,6 +33,8 @@ OPERATION_LABELS = {
     FEED_QUERY: "Feed page",
 }
 QUANTILE_DASH = {0.5: "solid", 0.95: "dash", 0.99: "dot"}
+# Numbers, dates, times and durations as formatted here: nothing to escape.
+_PLAIN = re.compile(r"[0-9A-Za-z ,.:%—_-]*")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,22 @@ class Chart:
     rows: list[list[str]]
     caption: str = ""
     summary: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def table_body(self) -> Markup:
+        """The table's rows as HTML, the first cell of each a row header.
+
+        Built here rather than in a template loop: the day-by-minute volume table
+        has 1,440 rows, and Jinja would take longer over them than the rest of the
+        request. Cells are escaped unless they are plainly a number or a time.
+        """
+        if not self.rows:
+            return Markup(f'<tr><td colspan="{len(self.columns)}" class="text-muted">No data in this range.</td></tr>')
+        html = []
+        for row in self.rows:
+            cells = [cell if _PLAIN.fullmatch(cell) else str(escape(cell)) for cell in row]
+            html.append(f'<tr><th scope="row">{cells[0]}</th><td>{"</td><td>".join(cells[1:])}</td></tr>')
+        return Markup("".join(html))
 
     @property
     def figure_json(self) -> str:
@@ -84,7 +104,15 @@ def _when(moment: datetime, span: TimeRange) -> str:
 def _number(value: float | int | None, digits: int = 0) -> str:
     if value is None:
         return "—"
+    if not digits and isinstance(value, int):
+        return f"{value:,}"
     return f"{value:,.{digits}f}"
+
+
+def _regular_x(span: TimeRange, times: list[datetime]) -> dict[str, Any]:
+    """A trace's x as a start and a step: every bucket of a range is evenly spaced."""
+    step_ms = (60 if span.grain == "minute" else 86_400) * 1000
+    return {"x0": times[0].strftime("%Y-%m-%d %H:%M"), "dx": step_ms}
 
 
 def _duration(seconds: float | None) -> str:
@@ -119,9 +147,9 @@ def _empty(message: str) -> dict[str, Any]:
 
 def volume_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
     series = monitoring.event_volume(session, span)
-    x = _iso(series.times)
+    x = _regular_x(span, series.times)
     data = [
-        {"type": "scatter", "mode": "lines", "stackgroup": "volume", "name": event_type, "x": x,
+        {"type": "scatter", "mode": "lines", "stackgroup": "volume", "name": event_type, **x,
          "y": counts, "line": {"width": 0.5, "color": PALETTE[index % len(PALETTE)]}}
         for index, (event_type, counts) in enumerate(series.by_type.items())
     ]
@@ -180,7 +208,7 @@ def reconciliation_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
 
 def latency_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
     series = monitoring.latency(session, span)
-    x = _iso(series.times)
+    x = _iso(series.times)  # points are not evenly spaced on the last, partial step
     data = []
     for index, (operation, by_quantile) in enumerate(series.by_operation.items()):
         if not any(series.counts[operation]):
