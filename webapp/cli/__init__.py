@@ -9,6 +9,7 @@ def register_cli(app: Flask) -> None:
     from webapp.cli.atp import import_atp_command
     from webapp.cli.backfill import backfill_group
     from webapp.cli.demo import demo_data_command
+    from webapp.cli.disputes import disputes_group
     from webapp.cli.jobs import jobs_group
     from webapp.cli.reconcile import reconcile_command
     from webapp.cli.serve import serve_command
@@ -24,3 +25,4 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(serve_command)
     app.cli.add_command(import_atp_command)
     app.cli.add_command(archive_group)
+    app.cli.add_command(disputes_group)
