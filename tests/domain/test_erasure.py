@@ -39,6 +39,7 @@ from webapp.models import (
     AuditEntry,
     DataQualityFinding,
     DisputeReport,
+    GdprExport,
     Player,
     PlayerStats,
 )
@@ -474,3 +475,29 @@ def test_erasure_rejects_an_unknown_request_and_one_never_asked_for(session, lea
     request_id = verified_erasure_request(session, privacy, league[0])
     with pytest.raises(Conflict, match="has not been requested"), unit_of_work(session):
         erase_player(session, privacy, request_id)
+
+
+def test_finished_exports_of_the_player_expire_and_their_files_go(
+    session, league, privacy, second_privacy, storage, tmp_path
+):
+    alice = league[0]
+    with unit_of_work(session):
+        export_request = open_request(session, privacy, "export", alice.public_id)
+        record_identity_verification(session, privacy, export_request.id, "Verified by email")
+        export = start_export(session, privacy, export_request.id,
+                              storage_url=str(tmp_path / "exports"), archive_url=storage.url)
+        export_id, run_id = export.id, export.job_run_id
+    assert execute_run(session, run_id).status == "succeeded"
+    session.rollback()
+    export = session.get(GdprExport, export_id)
+    files = [Path(u.removeprefix("file://")) for u in (export.json_url, export.csv_url, export.manifest_url)]
+    assert all(f.exists() for f in files)
+    session.rollback()
+    request_id = verified_erasure_request(session, privacy, alice)
+
+    step = erase(session, privacy, second_privacy, request_id, storage)
+
+    assert step.result.exports_withdrawn == 1
+    assert not any(f.exists() for f in files)
+    export = session.get(GdprExport, export_id)
+    assert export.is_expired() and export.player_id == alice.id

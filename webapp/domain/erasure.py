@@ -36,6 +36,9 @@ What erasure does
   free text or JSON: event metadata, data-quality findings, the request's own
   identity-verification text and notes, dispute reports (whose ``reporter``
   is often a public id) and notes, any table but those in ``_NOT_SCRUBBED``.
+- Finished exports of the player's data expire at once and their files are
+  deleted after the commit (the export rows stay as the record of what was
+  handed out).
 - The player's stats rows are deleted. Tombstones keep none and
   reconciliation leaves them out, so it reports no drift; every other
   player's stats are untouched (nothing here writes them).
@@ -73,7 +76,7 @@ from webapp.domain.archive import ArchiveStorage, rewrite_files, scan_files
 from webapp.domain.audit import Actor, record_audit
 from webapp.domain.disputes import players_with_open_disputes
 from webapp.domain.errors import Conflict, Invalid
-from webapp.domain.gdpr_export import export_in_progress
+from webapp.domain.gdpr_export import ExportStorage, export_in_progress
 from webapp.domain.gdpr_requests import get_request, log_entry, require_gdpr_staff, require_verified
 from webapp.domain.privacy import DELETED_PLAYER
 from webapp.models import Base
@@ -81,6 +84,7 @@ from webapp.models.activity import ActivityEvent, DataQualityFinding
 from webapp.models.archive import ArchivedEventCount, ArchivedEventKey, ArchiveFile
 from webapp.models.base import utcnow
 from webapp.models.gdpr import GdprRequest
+from webapp.models.gdpr_exports import GdprExport
 from webapp.models.jobs import JobRun
 from webapp.models.players import Player
 from webapp.models.stats import PlayerStats
@@ -116,6 +120,7 @@ class ErasureResult:
     archive_files_rewritten: int
     archived_events_moved: int
     metadata_values_scrubbed: int
+    exports_withdrawn: int = 0
     report: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -275,6 +280,7 @@ def erase_player(session: Session, actor: Actor, request_id: int, *,
         old_urls = [r.old_url for r in rewritten]
         after_commit(session, lambda: _remove_files(storage, old_urls))
 
+    exports_withdrawn = _withdraw_exports(session, player.id)
     _empty_player(player)
     session.flush()
     session.expire_all()
@@ -298,6 +304,7 @@ def erase_player(session: Session, actor: Actor, request_id: int, *,
         archive_files_rewritten=len(rewritten),
         archived_events_moved=archived or 0,
         metadata_values_scrubbed=scrubbed,
+        exports_withdrawn=exports_withdrawn,
         report=report,
     )
     log_entry(session, request, actor, "erasure_approved", "Erasure approved and carried out")
@@ -314,7 +321,8 @@ def erase_player(session: Session, actor: Actor, request_id: int, *,
         session, actor, "gdpr.erasure.approve", target_type="gdpr_request", target_id=request.id,
         player_id=request.player_id, events_moved=events_moved,
         archived_events_moved=archived or 0, stats_rows_deleted=stats_deleted,
-        archive_files_rewritten=len(rewritten), verification_hits=report["total_hits"],
+        archive_files_rewritten=len(rewritten), exports_withdrawn=exports_withdrawn,
+        verification_hits=report["total_hits"],
     )
     return ErasureStep(request, True, f"Player erased for GDPR request {request.id}", result)
 
@@ -344,9 +352,28 @@ def _empty_player(player: Player) -> None:
     player.erased_at = utcnow()
 
 
-def _remove_files(storage: ArchiveStorage, urls: Iterable[str]) -> None:
+def _remove_files(storage: ArchiveStorage | ExportStorage, urls: Iterable[str]) -> None:
     for url in urls:
         storage.remove(url)
+
+
+def _withdraw_exports(session: Session, player_id: int) -> int:
+    """Expire the player's finished exports now and delete their files once the erasure commits.
+
+    The export rows stay, as the record of what was handed out; the files hold
+    the very data being erased.
+    """
+    now = utcnow()
+    exports = list(session.scalars(
+        select(GdprExport).where(GdprExport.player_id == player_id, GdprExport.completed_at.is_not(None))
+    ))
+    for export in exports:
+        if export.expires_at is None or export.expires_at > now:
+            export.expires_at = now
+        urls = [u for u in (export.json_url, export.csv_url, export.manifest_url) if u]
+        storage = ExportStorage(export.storage_url)
+        after_commit(session, lambda storage=storage, urls=urls: _remove_files(storage, urls))
+    return len(exports)
 
 
 def _word_pattern(values: Iterable[str]) -> re.Pattern[str] | None:
