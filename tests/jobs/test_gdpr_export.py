@@ -20,6 +20,7 @@ from webapp.domain.audit import SYSTEM, Actor
 from webapp.domain.errors import Conflict, Forbidden
 from webapp.domain.gdpr_requests import IdentityNotVerified
 from webapp.domain.recording import NewEvent, record_events
+from webapp.domain.timeline import names_and_reversal_links
 from webapp.jobs.runner import execute_run
 from webapp.models import ActivityEvent, AuditEntry, GdprExport, JobRun
 from webapp.transaction import unit_of_work
@@ -318,3 +319,23 @@ def test_memory_while_exporting_does_not_grow_with_the_number_of_events(
     assert (count_small, count_large) == (2_000, 20_000)
     # Ten times the events, but the same chunk in memory at a time.
     assert peak_large < peak_small * 1.5 + 256 * 1024, (peak_small, peak_large)
+
+
+def test_the_export_presents_events_exactly_as_the_owner_sees_them_with_others_by_public_id(
+    session, history, archive_url
+):
+    alice = history["alice"]
+    hot = list(gdpr_export._hot_events(session, alice.id))
+    cold = list(gdpr_export._archived_events(
+        session, alice.id, archive.ArchiveStorage(archive_url),
+        gdpr_export.archived_event_total(session, alice.id)))
+    events = hot + cold
+    names, reversed_by = names_and_reversal_links(session, events)
+    session.rollback()
+    assert cold and hot
+
+    presenter = gdpr_export.ExportPresenter(names, reversed_by)
+
+    for event in events:
+        assert presenter.present(event) == gdpr_export.redacted_for_export(
+            event, names, reversed_by.get(event.id))

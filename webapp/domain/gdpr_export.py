@@ -65,18 +65,23 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from webapp.domain import gdpr_requests, jobs
-from webapp.domain.archive import ArchiveStorage, _cold_event, _decode, _scanning
+from webapp.domain.archive import ArchiveStorage, ColdEvent, _cold_event, _decode, _scanning
 from webapp.domain.audit import Actor, record_audit
 from webapp.domain.errors import Conflict, Invalid, NotFound
 from webapp.domain.privacy import (
     DELETED_PLAYER,
+    DELETED_TEAM,
+    UNKNOWN_TOURNAMENT,
+    Names,
     Viewer,
+    is_private_event,
     present_event,
     present_player,
     present_stats,
     summarize,
 )
-from webapp.domain.timeline import TimelineEvent, names_and_reversal_links
+from webapp.domain.privacy import _SHOWN_DETAILS as SHOWN_DETAILS
+from webapp.domain.timeline import names_and_reversal_links
 from webapp.models.activity import ActivityEvent
 from webapp.models.archive import ArchivedEventCount, ArchiveFile
 from webapp.models.base import utcnow
@@ -110,7 +115,9 @@ _HOT = (
         _events.c.id, _events.c.player_id, _events.c.event_type, _events.c.occurred_at,
         _events.c.recorded_at, _events.c.source_model, _events.c.source_id, _events.c.origin,
         _events.c.origin_id, _events.c.team_id, _events.c.tournament_id, _events.c.is_private,
-        _events.c.metadata, _events.c.reverses_event_id,
+        # Named as the attribute, so each row is an event as privacy reads one (``EventLike``)
+        # without being copied into another object.
+        _events.c.metadata.label("details"), _events.c.reverses_event_id,
     )
     .order_by(_events.c.occurred_at, _events.c.id)
 )
@@ -194,13 +201,12 @@ class _HashingWriter:
 # Reading the player's data.
 
 
-def _hot_events(session: Session, player_id: int) -> Iterator[TimelineEvent]:
+def _hot_events(session: Session, player_id: int) -> Iterator:
     connection = session.connection().execution_options(yield_per=CHUNK)
     result = connection.execute(_HOT.where(_events.c.player_id == player_id))
     try:
         for rows in result.partitions():
-            for row in rows:
-                yield TimelineEvent(*row)
+            yield from rows
     finally:
         # Closed here, not by the garbage collector after its connection is gone: a
         # PostgreSQL server-side cursor must be closed while its transaction is open.
@@ -220,7 +226,7 @@ def archived_event_total(session: Session, player_id: int) -> int:
 
 def _archived_events(
     session: Session, player_id: int, storage: ArchiveStorage | None, expected: int
-) -> Iterator[TimelineEvent]:
+) -> Iterator[ColdEvent]:
     """Yield the player's archived events oldest first, reading one month's files at a time."""
     if not expected or storage is None:
         return
@@ -315,46 +321,118 @@ def _teams_section(session: Session, player_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def _other_player(opponent: dict[str, Any]) -> dict[str, Any]:
-    """Another player as any other player sees them: by public id only."""
-    public_id = opponent.get("public_id")
-    return {"public_id": public_id, "label": public_id or DELETED_PLAYER}
+class ExportPresenter:
+    """Present one chunk of events as the export shows them.
+
+    The result is exactly ``present_event`` for ``Viewer.owner`` (the player
+    sees all of their own events: private tournaments, sources, origins) with
+    other players cut down to what any other player sees of them, a public id
+    (``redacted_for_export`` is that definition, and a test holds the two
+    equal). It is built here rather than by post-editing ``present_event``'s
+    output because an export presents every event a player has: the names of a
+    chunk are presented once and shared, not once per event.
+    """
+
+    def __init__(self, names: Names, reversed_by: dict[int, int]) -> None:
+        self.names = names
+        self.reversed_by = reversed_by
+        self._tournaments: dict[int, dict[str, Any]] = {}
+        self._teams: dict[int, dict[str, Any]] = {}
+        self._players: dict[int, dict[str, Any]] = {}
+
+    def _tournament(self, tournament_id: int) -> dict[str, Any]:
+        found = self._tournaments.get(tournament_id)
+        if found is None:
+            tournament = self.names.tournaments.get(tournament_id)
+            found = self._tournaments[tournament_id] = {
+                "id": tournament_id,
+                "name": tournament.name if tournament else UNKNOWN_TOURNAMENT,
+            }
+        return found
+
+    def _team(self, team_id: int) -> dict[str, Any]:
+        found = self._teams.get(team_id)
+        if found is None:
+            found = self._teams[team_id] = {
+                "id": team_id, "name": self.names.teams.get(team_id, DELETED_TEAM)
+            }
+        return found
+
+    def _other_player(self, player_id: int) -> dict[str, Any]:
+        found = self._players.get(player_id)
+        if found is None:
+            player = self.names.players.get(player_id)
+            public_id = player.public_id if player else None
+            found = self._players[player_id] = {
+                "public_id": public_id, "label": public_id or DELETED_PLAYER
+            }
+        return found
+
+    def present(self, event) -> dict[str, Any]:
+        details = event.details or {}
+        tournament_id, team_id = event.tournament_id, event.team_id
+        opponent_team_id = details.get("opponent_team_id")
+        recorded_at = event.recorded_at
+        presented = {
+            "id": event.id,
+            "type": event.event_type,
+            "occurred_at": event.occurred_at.isoformat(),
+            "recorded_at": recorded_at.isoformat() if recorded_at else None,
+            "source": {"model": event.source_model, "id": event.source_id},
+            "origin": {"kind": event.origin, "id": event.origin_id},
+            "private": is_private_event(event, self.names),
+            "tournament": None if tournament_id is None else self._tournament(tournament_id),
+            "team": None if team_id is None else self._team(team_id),
+            "opponents": [self._other_player(p) for p in details.get("opponent_player_ids", ())],
+            "opponent_team": None if opponent_team_id is None else self._team(opponent_team_id),
+            "details": {key: details[key] for key in SHOWN_DETAILS if key in details},
+            "reverses_event_id": event.reverses_event_id,
+            "reversed_by_event_id": self.reversed_by.get(event.id),
+        }
+        presented["summary"] = summarize(presented)
+        presented["archived"] = isinstance(event, ColdEvent)
+        return presented
 
 
-def present_for_export(event, viewer: Viewer, names, reversed_by: int | None) -> dict[str, Any]:
-    """Return one event as the export shows it: the owner's view, other players by public id."""
-    presented = present_event(event, viewer, names, reversed_by=reversed_by)
-    presented["opponents"] = [_other_player(o) for o in presented["opponents"]]
+def redacted_for_export(event, names: Names, reversed_by: int | None) -> dict[str, Any]:
+    """The definition ``ExportPresenter`` follows: the owner's view, other players by public id."""
+    presented = present_event(event, Viewer.owner(event.player_id), names, reversed_by=reversed_by)
+    presented["opponents"] = [
+        {"public_id": o["public_id"], "label": o["public_id"] or DELETED_PLAYER}
+        for o in presented["opponents"]
+    ]
     presented["summary"] = summarize(presented)
-    presented["archived"] = bool(getattr(event, "from_cold_storage", False))
+    presented["archived"] = isinstance(event, ColdEvent)
     return presented
 
 
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+def _text(value: str | None) -> str | None:
+    """Text a person or a platform record chose (names, rounds): never a formula in a spreadsheet."""
+    if value and value.startswith(_FORMULA_START):
         return "'" + value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else value
+    return value
+
+
+_BOOL = {True: "true", False: "false", None: None}
 
 
 def _csv_row(e: dict[str, Any]) -> list[Any]:
+    # The csv module writes None as an empty cell; ids and times are ours, only text is guarded.
     tournament, team, opponent_team = e["tournament"] or {}, e["team"] or {}, e["opponent_team"] or {}
     details = e["details"]
-    row = [
-        e["id"], e["type"], e["occurred_at"], e["recorded_at"], e["archived"], e["private"],
-        e["source"]["model"], e["source"]["id"], e["origin"]["kind"], e["origin"]["id"],
-        tournament.get("id"), tournament.get("name"), team.get("id"), team.get("name"),
-        " ".join(o["label"] for o in e["opponents"]), opponent_team.get("id"),
-        opponent_team.get("name"), details.get("round"), details.get("side"),
-        details.get("placement"), details.get("is_team_win"), e["reverses_event_id"],
-        e["reversed_by_event_id"], e["summary"],
+    return [
+        e["id"], e["type"], e["occurred_at"], e["recorded_at"], _BOOL[e["archived"]],
+        _BOOL[e["private"]], e["source"]["model"], e["source"]["id"], e["origin"]["kind"],
+        e["origin"]["id"], tournament.get("id"), _text(tournament.get("name")), team.get("id"),
+        _text(team.get("name")), " ".join(o["label"] for o in e["opponents"]),
+        opponent_team.get("id"), _text(opponent_team.get("name")), _text(details.get("round")),
+        _text(details.get("side")), details.get("placement"),
+        _BOOL[details.get("is_team_win")], e["reverses_event_id"], e["reversed_by_event_id"],
+        _text(e["summary"]),
     ]
-    return [_csv_cell(value) for value in row]
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 # Writing.
@@ -406,7 +484,6 @@ def stream_export(
     player = session.get(Player, player_id)
     if player is None:
         raise NotFound(f"player {player_id} does not exist")
-    owner = Viewer.owner(player_id)
     expected_archived = archived_event_total(session, player_id)
     json_sink, csv_sink = _HashingWriter(json_out), _HashingWriter(csv_out)
     header = {
@@ -425,8 +502,9 @@ def stream_export(
     hot = _hot_events(session, player_id)
     cold = _archived_events(session, player_id, archive_storage, expected_archived)
     try:
+        events = _merged(hot, cold) if expected_archived and archive_storage else hot
         written, archived = _write_events(
-            session, owner, _merged(hot, cold), json_sink, csv_sink, csv_text, csv_writer, progress
+            session, events, json_sink, csv_sink, csv_text, csv_writer, progress
         )
     finally:
         hot.close()
@@ -444,7 +522,7 @@ def stream_export(
     )
 
 
-def _write_events(session, owner, events, json_sink, csv_sink, csv_text, csv_writer,
+def _write_events(session, events, json_sink, csv_sink, csv_text, csv_writer,
                   progress: ProgressCallback | None) -> tuple[int, int]:
     """Write the events a chunk at a time to both files; return (written, archived)."""
     written = archived = 0
@@ -453,10 +531,10 @@ def _write_events(session, owner, events, json_sink, csv_sink, csv_text, csv_wri
 
     def flush_chunk() -> None:
         nonlocal written, archived
-        names, reversed_by = names_and_reversal_links(session, chunk)
+        presenter = ExportPresenter(*names_and_reversal_links(session, chunk))
         lines = []
         for event in chunk:
-            presented = present_for_export(event, owner, names, reversed_by.get(event.id))
+            presented = presenter.present(event)
             archived += presented["archived"]
             lines.append(_dumps(presented))
             csv_writer.writerow(_csv_row(presented))
