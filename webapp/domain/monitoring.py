@@ -346,6 +346,8 @@ class DriftSeries:
     range: TimeRange
     points: list[DriftPoint]
     days: list[SuccessDay]
+    start: datetime
+    end: datetime
 
     @property
     def success_rate(self) -> float | None:
@@ -395,7 +397,7 @@ def drift_trend(session: Session, span: TimeRange, *, now: datetime | None = Non
         SuccessDay(bucket_time(day), outcome[day]["succeeded"], outcome[day]["failed"])
         for day in sorted(outcome)
     ]
-    return DriftSeries(span, points, days)
+    return DriftSeries(span, points, days, start, now)
 
 
 def latency_bin(seconds: float) -> int:

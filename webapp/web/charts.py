@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -97,6 +97,11 @@ def _iso(moments: list[datetime]) -> list[str]:
     return [moment.strftime("%Y-%m-%d %H:%M") for moment in moments]
 
 
+def _span_of(trend: monitoring.DriftSeries, pad: timedelta = timedelta()) -> list[str]:
+    """The x range of the whole time range, so one run does not fill the chart."""
+    return [(trend.start - pad).strftime("%Y-%m-%d %H:%M"), (trend.end + pad).strftime("%Y-%m-%d %H:%M")]
+
+
 def _when(moment: datetime, span: TimeRange) -> str:
     return moment.strftime("%Y-%m-%d %H:%M" if span.grain == "minute" else "%Y-%m-%d")
 
@@ -134,6 +139,9 @@ def _bytes(n: int | None) -> str:
     raise AssertionError("unreachable")
 
 
+_BYTE_UNITS = (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024))
+
+
 def _empty(message: str) -> dict[str, Any]:
     return {
         "data": [],
@@ -158,9 +166,11 @@ def volume_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
     types = list(series.by_type)
     rows = [[_when(moment, span), *(_number(n) for n in counts), _number(total)]
             for moment, counts, total in series.rows()]
+    rows.reverse()
     return Chart(
         "volume", "Event volume by type", figure, ["Time (UTC)", *types, "Total"], rows,
-        caption=f"{span.label}; {'minutes' if span.grain == 'minute' else 'days'} without events left out.",
+        caption=f"{span.label}, newest first; {'minutes' if span.grain == 'minute' else 'days'} without events "
+                "left out.",
         summary=[("Events in range", _number(series.total))],
     )
 
@@ -176,7 +186,8 @@ def drift_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
             {"type": "scatter", "mode": "lines", "name": "7-day average", "x": x,
              "y": [round(p.rolling_mean, 2) for p in points], "line": {"color": PALETTE[1], "dash": "dash"}},
         ],
-        "layout": _layout(yaxis={"title": {"text": "players"}, "rangemode": "tozero"}),
+        "layout": _layout(yaxis={"title": {"text": "players"}, "rangemode": "tozero"},
+                          xaxis={"type": "date", "range": _span_of(trend)}),
     } if points else _empty("No reconciliation run in this range")
     rows = [[str(p.run_id), p.started_at.strftime("%Y-%m-%d %H:%M"), _number(p.players_checked),
              _number(p.players_drifted), _number(p.rolling_mean, 1)] for p in reversed(points)]
@@ -194,7 +205,8 @@ def reconciliation_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
         "data": [{"type": "bar", "name": "Success rate", "x": [d.day.strftime("%Y-%m-%d") for d in days],
                   "y": [None if d.rate is None else round(d.rate, 1) for d in days],
                   "marker": {"color": PALETTE[2]}}],
-        "layout": _layout(yaxis={"title": {"text": "% succeeded"}, "range": [0, 100]}),
+        "layout": _layout(yaxis={"title": {"text": "% succeeded"}, "range": [0, 100]},
+                          xaxis={"type": "date", "range": _span_of(trend, pad=timedelta(hours=12))}),
     } if days else _empty("No reconciliation finished in this range")
     rows = [[d.day.strftime("%Y-%m-%d"), _number(d.succeeded), _number(d.failed), _number(d.rate, 1)]
             for d in reversed(days)]
@@ -263,15 +275,19 @@ def backfill_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
 def size_chart(session: Session, span: TimeRange, *, alert_bytes: int | None = None,
                archive_after_days: int = 0, **_: Any) -> Chart:
     size = monitoring.table_size(session, alert_bytes=alert_bytes, archive_after_days=archive_after_days)
-    limit = max(alert_bytes or 0, size.bytes) * 1.1 or 1
+    # The gauge reads in the unit of the threshold, as staff set it (GiB by default).
+    unit_name, unit = next(((name, factor) for name, factor in _BYTE_UNITS if (alert_bytes or size.bytes) >= factor),
+                           ("B", 1))
+    limit = max(alert_bytes or 0, size.bytes) * 1.1 / unit or 1
     gauge: dict[str, Any] = {"axis": {"range": [0, limit]}, "bar": {"color": PALETTE[0]}}
     if alert_bytes:
-        gauge["threshold"] = {"line": {"color": PALETTE[5], "width": 4}, "thickness": 0.9, "value": alert_bytes}
+        gauge["threshold"] = {"line": {"color": PALETTE[5], "width": 4}, "thickness": 0.9,
+                              "value": alert_bytes / unit}
     figure = {
         "data": [
-            {"type": "indicator", "mode": "gauge+number", "value": size.bytes,
-             "number": {"valueformat": ".3s", "suffix": "B"},
-             "title": {"text": f"Bytes ({size.bytes_scope})"}, "gauge": gauge,
+            {"type": "indicator", "mode": "gauge+number", "value": size.bytes / unit,
+             "number": {"valueformat": ",.2f", "suffix": f" {unit_name}"},
+             "title": {"text": f"Size ({size.bytes_scope})"}, "gauge": gauge,
              "domain": {"x": [0, 0.6], "y": [0, 1]}},
             {"type": "indicator", "mode": "number", "value": size.rows, "number": {"valueformat": ","},
              "title": {"text": "Rows (estimate)" if not size.rows_exact else "Rows"},
