@@ -225,6 +225,15 @@ def test_disputed_and_unplayed_matches_have_no_events(demo):
     assert events == 0
 
 
+def test_every_disputed_match_waits_in_the_dispute_queue_with_its_report(demo):
+    from webapp.domain.disputes import dispute_queue
+
+    disputed = demo.scalars(select(Match.id).where(Match.state == "disputed")).all()
+    queue = dispute_queue(demo)
+    assert sorted(item.match.id for item in queue) == sorted(disputed)
+    assert all(len(item.reports) == 1 and item.reports[0].reporter for item in queue)
+
+
 def test_no_show_and_withdrawn_entrants_never_take_part(demo):
     absent = demo.scalars(
         select(Registration.id).where(Registration.status.in_(("no_show", "withdrawn")))

@@ -10,7 +10,7 @@ then the platform records are bulk-inserted, and finally every registration,
 decided match and tournament result goes through the result services
 (``webapp.domain.results``) and ``record_events`` in batches, exactly as the
 platform's own reports would. Disputed matches get no events: their outcome is
-not settled.
+not settled; each waits in the dispute queue, reported by its side B.
 
 At scale 1.0 the history holds about 2,000 players, 300 teams of two to five
 (members join and leave over time), 150 tournaments (a tenth private, a third
@@ -32,6 +32,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
+from webapp.domain.audit import SYSTEM
+from webapp.domain.disputes import report_dispute
 from webapp.domain.errors import Conflict, Invalid
 from webapp.domain.recording import NewEvent, record_events
 from webapp.domain.results import (
@@ -319,6 +321,7 @@ def generate_demo_data(
             outcome = record_events(session, facts[start : start + batch_size])
             by_type.update(o.key[1] for o in outcome.recorded)
             report("events", min(start + batch_size, len(facts)), len(facts))
+        _open_dispute_cases(session)
 
     return DemoSummary(
         players=len(plan.players),
@@ -333,6 +336,27 @@ def generate_demo_data(
         events_recorded=sum(by_type.values()),
         events_by_type=dict(sorted(by_type.items())),
     )
+
+
+DISPUTE_REASONS = (
+    "The score was entered the wrong way round.",
+    "Our opponent used a banned setting; we have the replay.",
+    "The match was decided after we lost connection, not on the field.",
+)
+
+
+def _open_dispute_cases(session: Session) -> None:
+    """Put every disputed match of the history in the dispute queue, reported by its side B."""
+    rows = session.execute(
+        select(Match.id, Player.public_id, Team.name)
+        .outerjoin(Player, Player.id == Match.side_b_player_id)
+        .outerjoin(Team, Team.id == Match.side_b_team_id)
+        .where(Match.state == "disputed")
+        .order_by(Match.id)
+    ).all()
+    for n, (match_id, public_id, team_name) in enumerate(rows):
+        report_dispute(session, SYSTEM, match_id, DISPUTE_REASONS[n % len(DISPUTE_REASONS)],
+                       reporter=(public_id or team_name or "")[:100] or None)
 
 
 @contextmanager
