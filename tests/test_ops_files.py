@@ -7,6 +7,7 @@ import re
 
 import pytest
 import yaml
+from flask import url_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.domain.test_recording import won
@@ -18,13 +19,13 @@ from webapp.transaction import unit_of_work
 OPS = PROJECT_ROOT / "ops"
 METRIC_NAME = re.compile(r"\b(activity_[a-z0-9_]+)\b")
 HISTOGRAM_SAMPLES = ("_bucket", "_sum", "_count")
+# The charts of the monitoring overview page (webapp/web/charts.py), by title.
 OVERVIEW_PANELS = {
     "Event volume by type",
-    "Stats drift",
+    "Stats drift per reconciliation run",
     "Reconciliation success rate",
-    "Recording latency",
-    "Timeline and feed query latency",
-    "Backfill progress per running job",
+    "Latency of recording and of timeline and feed reads",
+    "Backfill progress",
     "Event table size",
 }
 
@@ -68,9 +69,15 @@ def test_the_rules_cover_every_alert_the_issue_asks_for():
         assert rule["annotations"]["summary"]
 
 
-def test_the_dashboard_has_the_panels_of_the_overview_page():
+def test_the_dashboard_has_the_panels_of_the_overview_page(client, sign_in):
+    sign_in("engineer")  # engineers see every chart of the page
+    with client.application.test_request_context():
+        overview = client.get(url_for("monitoring.index"))
+    assert overview.status_code == 200
+    charts = set(re.findall(r'<h2 class="h6 mb-0" id="chart-[\w-]+-title">([^<]+)</h2>', overview.text))
+    assert charts == OVERVIEW_PANELS
     board = dashboard()
-    assert {panel["title"] for panel in board["panels"]} == OVERVIEW_PANELS
+    assert {panel["title"] for panel in board["panels"]} == charts
     assert len({panel["id"] for panel in board["panels"]}) == len(board["panels"])
     for panel in board["panels"]:
         assert panel["datasource"]["uid"] == "${datasource}", "the data source is chosen on import"
