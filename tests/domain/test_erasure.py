@@ -30,6 +30,7 @@ from webapp.domain.gdpr_requests import (
 from webapp.domain.privacy import DELETED_PLAYER, Viewer
 from webapp.domain.reconciliation import find_drift
 from webapp.domain.recording import NewEvent, record_events
+from webapp.domain.results import record_match_result
 from webapp.domain.timeline import feed_page
 from webapp.jobs.runner import execute_run
 from webapp.models import (
@@ -40,6 +41,7 @@ from webapp.models import (
     DataQualityFinding,
     DisputeReport,
     GdprExport,
+    Match,
     Player,
     PlayerStats,
 )
@@ -160,7 +162,8 @@ def test_erasure_moves_history_to_a_tombstone_and_leaves_no_trace(
     session.rollback()
 
     bobs_feed = feed_page(session, bob, Viewer.staff_full("checking"), limit=50).items
-    against_her = [i for i in bobs_feed if alice_id in [o["id"] for o in i["opponents"]]]
+    assert not [i for i in bobs_feed if alice_id in [o["id"] for o in i["opponents"]]]
+    against_her = [i for i in bobs_feed if tombstone.id in [o["id"] for o in i["opponents"]]]
     assert against_her and all(
         o["label"] == DELETED_PLAYER and o["public_id"] is None
         for i in against_her for o in i["opponents"]
@@ -501,3 +504,28 @@ def test_finished_exports_of_the_player_expire_and_their_files_go(
     assert not any(f.exists() for f in files)
     export = session.get(GdprExport, export_id)
     assert export.is_expired() and export.player_id == alice.id
+
+
+def test_recording_the_players_matches_again_adds_nothing_for_either_row(
+    session, league, privacy, second_privacy, make_tournament, make_match
+):
+    alice, bob, _ = league
+    alice_id = alice.id
+    played = make_match(make_tournament("Summer Cup"), alice, bob, winner="a")
+    with unit_of_work(session):
+        record_match_result(session, played.id)
+    request_id = verified_erasure_request(session, privacy, alice)
+    erase(session, privacy, second_privacy, request_id)
+    tombstone_id = session.scalars(select(Player.id).where(Player.is_tombstone)).one()
+    match = session.get(Match, played.id)
+    assert match.side_a_player_id == tombstone_id
+    events_before = session.scalar(select(func.count()).select_from(ActivityEvent))
+    session.rollback()
+
+    # A backfill run over the same match: every fact is already there.
+    with unit_of_work(session):
+        outcome = record_match_result(session, played.id, origin="backfill")
+    assert {o.status.value for o in outcome.outcomes} == {"duplicate"}
+    assert session.scalar(select(func.count()).select_from(ActivityEvent)) == events_before
+    assert session.scalar(select(func.count()).where(ActivityEvent.player_id == alice_id)) == 0
+    assert session.scalar(select(func.count()).select_from(DataQualityFinding)) == 0

@@ -12,24 +12,30 @@ erasure already done, changes nothing and says so.
 
 What erasure does
 -----------------
-- The player's own row stays, because matches, registrations, team
-  memberships and other players' events refer to it by id, but it is emptied:
-  username, display name, email and public id become random placeholders (the
-  ``search_*`` columns are generated from them by the database, STORED on
-  PostgreSQL and VIRTUAL with an index on SQLite, so they follow), the feed is
-  private and ``erased_at`` is set.
 - The player's events, hot and archived, move to a new **tombstone** player:
   random placeholders, ``is_tombstone`` set, and no column anywhere naming the
   player it came from. Keeping the original id next to the events would only
   pseudonymise them. ``activity_events.player_id`` is rewritten in place: the
-  one sanctioned change to an event (no trigger forbids it; application code
-  otherwise only inserts events). Data-quality findings, archived totals and
-  archived idempotency keys move with them; archive files holding the events
-  are rewritten (``webapp.domain.archive.rewrite_files``), so a later restore
-  brings them back already under the tombstone.
-- Other players' events keep the player's id in ``opponent_player_ids``; the
-  name lookup (``webapp.domain.timeline``) leaves erased and tombstone rows
-  out, so they read "[deleted player]" everywhere.
+  one sanctioned change to an event's subject (no trigger forbids it;
+  application code otherwise only inserts events).
+- Every other foreign key naming the player moves with them: data-quality
+  findings, archived totals and keys, and the platform records (match sides,
+  registrations, placements, results, team memberships). So does the
+  player's id in other players' events (``opponent_player_ids``), hot and in
+  archive files. The tombstone thus takes the player's place everywhere, and
+  recording a match again (a backfill run) finds the tombstone's events
+  instead of re-creating the player's history.
+- The player's own row stays only for the GDPR paperwork (this request,
+  exports, audit entries name it by id), emptied: username, display name,
+  email and public id become random placeholders (the ``search_*`` columns
+  are generated from them by the database, STORED on PostgreSQL and VIRTUAL
+  with an index on SQLite, so they follow), the feed is private and
+  ``erased_at`` is set. Nothing links it to the tombstone.
+- Archive files holding affected events are rewritten
+  (``webapp.domain.archive.rewrite_files``): a restore brings the events back
+  already under the tombstone; the superseded files are deleted after commit.
+- Erased rows and tombstones are left out of the name lookup
+  (``webapp.domain.timeline``), so they read "[deleted player]" everywhere.
 - The only free text in event metadata is ``round`` and ``side`` (see
   ``webapp.domain.taxonomy``). The erased username, email, public id and
   display name are replaced by ``[erased]`` wherever they stand as words in
@@ -42,6 +48,9 @@ What erasure does
 - The player's stats rows are deleted. Tombstones keep none and
   reconciliation leaves them out, so it reports no drift; every other
   player's stats are untouched (nothing here writes them).
+
+Not rewritten: the stats snapshots stored with dispute resolutions
+(``match_resolutions``), keyed by player id, keep the emptied row's id.
 
 Audit and verification
 ----------------------
@@ -69,7 +78,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, String, Text, cast, delete, func, literal, select, update
+from sqlalchemy import JSON, String, Text, cast, delete, func, literal, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from webapp.domain.archive import ArchiveStorage, rewrite_files, scan_files
@@ -80,8 +90,8 @@ from webapp.domain.gdpr_export import ExportStorage, export_in_progress
 from webapp.domain.gdpr_requests import get_request, log_entry, require_gdpr_staff, require_verified
 from webapp.domain.privacy import DELETED_PLAYER
 from webapp.models import Base
-from webapp.models.activity import ActivityEvent, DataQualityFinding
-from webapp.models.archive import ArchivedEventCount, ArchivedEventKey, ArchiveFile
+from webapp.models.activity import ActivityEvent
+from webapp.models.archive import ArchivedEventKey, ArchiveFile
 from webapp.models.base import utcnow
 from webapp.models.gdpr import GdprRequest
 from webapp.models.gdpr_exports import GdprExport
@@ -244,23 +254,14 @@ def erase_player(session: Session, actor: Actor, request_id: int, *,
     tombstone = _anonymous_player(is_tombstone=True)
     session.add(tombstone)
     session.flush()
-    events_moved = session.execute(
-        update(ActivityEvent).where(ActivityEvent.player_id == player.id)
-        .values(player_id=tombstone.id).execution_options(synchronize_session=False)
-    ).rowcount
-    findings_moved = session.execute(
-        update(DataQualityFinding).where(DataQualityFinding.player_id == player.id)
-        .values(player_id=tombstone.id).execution_options(synchronize_session=False)
-    ).rowcount
-    for model in (ArchivedEventCount, ArchivedEventKey):
-        session.execute(
-            update(model).where(model.player_id == player.id)
-            .values(player_id=tombstone.id).execution_options(synchronize_session=False)
-        )
     stats_deleted = session.execute(
         delete(PlayerStats).where(PlayerStats.player_id == player.id)
         .execution_options(synchronize_session=False)
     ).rowcount
+    moved = _repoint_references(session, player.id, tombstone.id)
+    events_moved = moved.get("activity_events.player_id", 0)
+    findings_moved = moved.get("data_quality_findings.player_id", 0)
+    _repoint_opponent_ids(session, player.id, tombstone.id)
     scrubbed = _scrub_everywhere(session, scrub)
 
     rewritten = []
@@ -270,8 +271,9 @@ def erase_player(session: Session, actor: Actor, request_id: int, *,
             if record.get("player_id") == player.id:
                 record["player_id"] = tombstone.id
                 changed = True
-            cleaned = scrub.value(record.get("metadata"))
-            if cleaned != record.get("metadata"):
+            metadata = record.get("metadata") or {}
+            cleaned = scrub.value(_with_opponent_moved(metadata, player.id, tombstone.id))
+            if cleaned != metadata:
                 record["metadata"] = cleaned
                 changed = True
             return changed
@@ -325,6 +327,63 @@ def erase_player(session: Session, actor: Actor, request_id: int, *,
         verification_hits=report["total_hits"],
     )
     return ErasureStep(request, True, f"Player erased for GDPR request {request.id}", result)
+
+
+# Tables whose references to the player stay on the emptied row: the GDPR
+# request is about that row, and its stats were deleted.
+_KEPT_ON_THE_EMPTIED_ROW = ("gdpr_requests", "player_stats")
+
+
+def _repoint_references(session: Session, player_id: int, tombstone_id: int) -> dict[str, int]:
+    """Point every foreign key naming the player at the tombstone; return rows moved per column.
+
+    Events, findings and archived totals and keys, and the platform records
+    too (match sides, registrations, placements, results, team memberships):
+    the player's place in other people's history is then the tombstone's, so
+    recording a match again (a backfill run) finds the tombstone's events and
+    adds nothing for the emptied row.
+    """
+    players = Player.__table__
+    moved = {}
+    for table in Base.metadata.sorted_tables:
+        if table.name in _KEPT_ON_THE_EMPTIED_ROW:
+            continue
+        for fk in table.foreign_keys:
+            if fk.column.table is not players:
+                continue
+            column = fk.parent
+            moved[f"{table.name}.{column.name}"] = session.execute(
+                update(table).where(column == player_id).values({column: tombstone_id})
+            ).rowcount
+    return moved
+
+
+def _with_opponent_moved(metadata: dict[str, Any], player_id: int, tombstone_id: int) -> dict[str, Any]:
+    opponents = metadata.get("opponent_player_ids")
+    if not opponents or player_id not in opponents:
+        return metadata
+    return {**metadata, "opponent_player_ids": [tombstone_id if o == player_id else o for o in opponents]}
+
+
+def _repoint_opponent_ids(session: Session, player_id: int, tombstone_id: int) -> int:
+    """Name the tombstone instead of the player in other players' events (``opponent_player_ids``)."""
+    events = ActivityEvent.__table__
+    if session.get_bind().dialect.name == "postgresql":
+        names_player = events.c["metadata"].op("@>")(
+            cast(func.jsonb_build_object("opponent_player_ids", func.jsonb_build_array(player_id)), JSONB)
+        )
+    else:
+        names_player = text(
+            "EXISTS (SELECT 1 FROM json_each(activity_events.metadata, '$.opponent_player_ids') "
+            "WHERE json_each.value = :erased_player_id)"
+        ).bindparams(erased_player_id=player_id)
+    rows = session.execute(select(events.c.id, events.c["metadata"]).where(names_player)).all()
+    for event_id, metadata in rows:
+        session.execute(
+            update(events).where(events.c.id == event_id)
+            .values(metadata=_with_opponent_moved(metadata, player_id, tombstone_id))
+        )
+    return len(rows)
 
 
 def _anonymous_player(*, is_tombstone: bool) -> Player:
