@@ -67,7 +67,7 @@ def race(submissions: list[dict]) -> list[tuple[str, object]]:
 def test_of_two_staff_resolving_from_the_same_view_one_wins_and_the_other_is_told_it_changed(
     app, session, disputed_match
 ):
-    match, alice, bob = disputed_match
+    match, _alice, bob = disputed_match
     seen = {"match_id": match.id, "reason": "evidence", "expected_version": match.version}
 
     results = race([seen | {"outcome": "b", "token": "staff-1"}, seen | {"outcome": "void", "token": "staff-2"}])

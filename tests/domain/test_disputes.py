@@ -193,7 +193,7 @@ def test_a_corrected_winner_reverses_the_original_outcome_and_records_the_new_on
 
 
 def test_the_stored_preview_is_exactly_what_was_written(session, duel, staff):
-    alice, bob, _cup, match = duel
+    _alice, bob, _cup, match = duel
     report(session, match)
     session.expire_all()
     preview = plan_resolution(session, match.id, "b").as_json()
@@ -417,7 +417,7 @@ def test_a_match_without_an_open_dispute_cannot_be_resolved(session, duel, staff
 
 
 def test_the_case_file_keeps_reports_notes_viewers_and_the_resolution(session, duel, staff):
-    alice, bob, _cup, match = duel
+    _alice, _bob, _cup, match = duel
     dispute_id = report(session, match).dispute.id
     with unit_of_work(session):
         add_note(session, staff, dispute_id, "Stream VOD at 12:30 shows bob's winning goal.")

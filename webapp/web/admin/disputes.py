@@ -50,7 +50,8 @@ class NoteForm(FlaskForm):
 
 
 class ResolveForm(FlaskForm):
-    outcome = RadioField("Corrected result", choices=[SelectChoice(value, label) for value, label in OUTCOME_LABELS.items()],
+    outcome = RadioField("Corrected result",
+                         choices=[SelectChoice(value, label) for value, label in OUTCOME_LABELS.items()],
                          validators=[InputRequired(message="Choose the corrected winner or void.")])
     reason = TextAreaField("Reason", validators=[DataRequired(message="A reason is required."),
                                                  Length(max=domain.REASON_MAX)])
@@ -90,7 +91,7 @@ class DisputesView(SecureView):
 
     def _match_page(self, match_id: int, form: ReportForm, *, status: int = 200):
         record = domain.match_record(db.session(), match_id)
-        return self.render("admin/disputes/match.html", record=record, form=form,
+        return self.render("admin/disputes/match.html", record=record, form=form, players=record.players,
                            disputable=record.match.state in domain.DISPUTABLE_STATES), status
 
     # The case file.
