@@ -298,3 +298,33 @@ def test_an_event_committed_after_a_larger_id_was_folded_is_still_counted(app, s
     assert rollup_by_grain(session, "day") == {"match_won": 1, "match_lost": 1}
     fold(session, 60)
     assert rollup_by_grain(session, "day") == {"match_won": 1, "match_lost": 1}
+
+
+def test_events_deleted_before_the_fold_stay_counted_and_leave_the_hot_row_count(session, players):
+    forget_everything(session)
+    record(session, players, Record(0, ("match_won", "match_lost", "match_forfeit_won"), 2, "backfill"),
+           backfill_run=0)
+    ids = list(session.scalars(select(ActivityEvent.id).order_by(ActivityEvent.id)))
+    session.rollback()
+
+    # As a backfill rollback does: note them, then delete them, in one unit of work.
+    with unit_of_work(session):
+        monitoring.note_removed(session, ids[:2], archived=False)
+        session.execute(delete(ActivityEvent).where(ActivityEvent.id.in_(ids[:2])))
+    fold(session, 60)
+
+    assert rollup_by_grain(session, "day") == {"match_won": 1, "match_lost": 1, "match_forfeit_won": 1}
+    assert session.get(RollupWatermark, monitoring.EVENT_VOLUME).removed_events == 2
+    session.rollback()
+    if session.get_bind().dialect.name == "sqlite":
+        size = monitoring.table_size(session, alert_bytes=None, archive_after_days=30)
+        assert size.rows == 1 and size.bytes > 0
+
+
+def test_the_periodic_task_folds_in_its_own_transaction(app, session, players):
+    forget_everything(session)
+    record(session, players, Record(0, ("match_won",), 2, "live"), backfill_run=0)
+
+    app.extensions["huey_tasks"].fold_event_volume.call_local()
+
+    assert rollup_by_grain(session, "day") == {"match_won": 1}
