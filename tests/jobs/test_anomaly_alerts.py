@@ -4,7 +4,7 @@ falling far below its usual level, and drift that survives consecutive reconcili
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, update
@@ -67,6 +67,20 @@ def test_a_type_that_stops_being_recorded_alerts_through_the_webhook(session, ma
     assert body["alert"]["details"] == {"event_type": "match_won", "last_hour": 0, "usual_per_hour": 10.0,
                                         "baseline_days": 3}
     assert [(d.rule, d.status) for d in deliveries(session)] == [("volume_drop", "delivered")]
+
+
+def test_the_hourly_periodic_task_runs_the_check(app, session, make_player, webhook, anomaly_settings):
+    task = app.extensions["huey_tasks"].check_event_volume
+    assert task.s().validate_datetime(datetime(2026, 11, 24, 3, 5))
+    assert not task.s().validate_datetime(datetime(2026, 11, 24, 3, 6))
+    alice, now = make_player("alice"), utcnow()
+    for day in (3, 2, 1):
+        record_at(session, alice, now - timedelta(days=day, minutes=20), 10)
+
+    assert task.call_local() == 1
+
+    assert [body["alert"]["subject"] for body in webhook.received] == [
+        "match_won events far below their usual hourly volume"]
 
 
 def test_a_normal_hour_does_not_alert(session, make_player, webhook, anomaly_settings):
