@@ -72,8 +72,9 @@ def test_an_allow_list_admits_only_its_networks(client, metrics_config):
     metrics_config["METRICS_ALLOW_FROM"] = "10.0.0.0/8, 2001:db8::/32"
     inside = client.get("/metrics", environ_base={"REMOTE_ADDR": "10.1.2.3"})
     inside_v6 = client.get("/metrics", environ_base={"REMOTE_ADDR": "2001:db8::7"})
+    mapped = client.get("/metrics", environ_base={"REMOTE_ADDR": "::ffff:10.1.2.3"})
     outside = client.get("/metrics", environ_base={"REMOTE_ADDR": "192.168.1.9"})
-    assert (inside.status_code, inside_v6.status_code) == (200, 200)
+    assert (inside.status_code, inside_v6.status_code, mapped.status_code) == (200, 200, 200)
     assert outside.status_code == 403
     assert "activity_" not in outside.text
 

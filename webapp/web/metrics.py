@@ -66,7 +66,9 @@ def _address_allowed(allowed) -> bool:
         address = ipaddress.ip_address(request.remote_addr or "")
     except ValueError:
         return False
-    return any(address in network for network in allowed)
+    # A dual-stack server reports IPv4 clients as ::ffff:a.b.c.d.
+    mapped = getattr(address, "ipv4_mapped", None)
+    return any(address in network or (mapped is not None and mapped in network) for network in allowed)
 
 
 @bp.get("/metrics")
