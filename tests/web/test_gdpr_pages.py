@@ -193,3 +193,22 @@ def test_erasure_takes_two_people_and_shows_a_clean_verification_report(app, cli
                        data={"csrf_token": csrf_token_from(page)})
     assert again.status_code == 303
     assert "already erased" in other.get(f"/admin/gdpr/{request_id}").text
+
+
+@pytest.mark.parametrize("reason", ["complaint from alice@example.test", "ticket about ALICE",
+                                    "user DC-25-000001 wrote in"])
+def test_a_reveal_reason_may_not_name_the_player_since_the_audit_trail_keeps_it(
+    client, sign_in, alice, session, reason
+):
+    assert alice.public_id == "DC-25-000001"
+    sign_in("privacy")
+    page = client.get(f"/admin/players/{alice.public_id}")
+    response = client.post(f"/admin/players/{alice.public_id}/reveal",
+                           data={"reason": reason, "csrf_token": csrf_token_from(page.text)})
+    assert response.status_code == 400 and "out of the reason" in response.text
+    session.rollback()
+    assert session.scalar(select(func.count()).select_from(AuditEntry).where(
+        AuditEntry.action == "player.view_unredacted")) == 0
+    response = client.post(f"/admin/players/{alice.public_id}/reveal",
+                           data={"reason": "GDPR request #4", "csrf_token": csrf_token_from(page.text)})
+    assert response.status_code == 302

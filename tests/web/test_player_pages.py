@@ -551,7 +551,7 @@ def test_the_preview_shows_three_columns_each_redacted_for_its_viewer(
         assert "alice.l@example.test" not in column
     assert "alice.l@example.test" not in before
 
-    reveal(client, alice, "checking what Alice sees")
+    reveal(client, alice, "checking what the owner sees")
     owner = preview_columns(client.get(page_url(alice, "/preview")).text)["owner"]
     assert event_ids(owner) == [world["lost"], world["won"]]
     assert "Secret Invitational" in owner and "Robert Opponent" in owner

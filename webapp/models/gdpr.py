@@ -1,8 +1,9 @@
 """GDPR requests: what a player asked for, how staff verified who asked, and what was done.
 
 A request is about one player. After an erasure the player row stays as an
-empty shell (no name, email or public id left), so the request keeps pointing
-at it; the erased player's events live on under a tombstone player that no
+empty shell (no name, email or public id left) that only the GDPR paperwork
+refers to, so the request keeps pointing at it; the erased player's events and
+their place in platform records live on under a tombstone player that no
 column anywhere links back to.
 """
 
@@ -44,8 +45,8 @@ class GdprRequest(CreatedAtMixin, Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
-    # Never NULL: erasure empties the player row rather than deleting it (matches,
-    # registrations and other players' events still refer to it by id).
+    # Never NULL: erasure empties the player row rather than deleting it, so the
+    # request, its exports and the audit trail go on naming the same id.
     player_id: Mapped[int] = mapped_column(ForeignKey("players.id"))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)

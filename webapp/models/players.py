@@ -36,10 +36,10 @@ class Player(CreatedAtMixin, Base):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     feed_visibility: Mapped[str] = mapped_column(String(16), default="private")
     # GDPR erasure (webapp.domain.erasure) leaves two kinds of anonymous row: the
-    # erased player's own row, emptied of personal data and kept because platform
-    # records and other players' events refer to it (``erased_at`` set), and a
-    # tombstone that now holds the erased player's events, with nothing linking
-    # the two. Both are shown as "[deleted player]"; tombstones keep no stats and
+    # erased player's own row, emptied of personal data and kept for the GDPR
+    # request that names it (``erased_at`` set), and a tombstone that takes the
+    # player's place in events and platform records, with nothing linking the
+    # two. Both are shown as "[deleted player]"; tombstones keep no stats and
     # reconciliation leaves them out.
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     is_tombstone: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -163,6 +163,15 @@ class PlayersView(SecureView):
             context = self._player_context(profile, Viewer.staff_redacted(), None, reveal_form=form)
             return self.render("admin/players/player.html", **context), 400
         reason = form.reason.data.strip()
+        if _names_the_player(reason, profile.player):
+            # The reason goes into the append-only audit trail, which an erasure
+            # cannot rewrite: it must never hold the player's identifiers.
+            form.reason.errors = [
+                "Leave the player's username, email and public id out of the reason: it is kept "
+                "in the audit trail for good. Refer to a dispute or GDPR request instead."
+            ]
+            context = self._player_context(profile, Viewer.staff_redacted(), None, reveal_form=form)
+            return self.render("admin/players/player.html", **context), 400
         player_id, player_public_id = profile.player.id, profile.player.public_id
         until = _now() + _grant_lifetime()
         _audit_unredacted(player_id, reason, "grant", granted_until=until.isoformat())
@@ -303,6 +312,18 @@ def _archived(player, viewer: Viewer, filters: TimelineFilters) -> tuple[ColdFee
     except ArchiveVerificationFailed as error:
         # The hot timeline above is still right: say what failed rather than lose the page.
         return None, str(error)
+
+
+def _names_the_player(text: str, player) -> bool:
+    """Whether ``text`` holds the player's username, email or public id as a word, in any case.
+
+    The values a GDPR erasure's verification searches the whole database for
+    (``webapp.domain.erasure``).
+    """
+    return any(
+        re.search(rf"(?<!\w){re.escape(value)}(?!\w)", text, re.IGNORECASE)
+        for value in (player.username, player.email, player.public_id) if value
+    )
 
 
 def _subject(player) -> dict[str, str]:
