@@ -249,10 +249,12 @@ def note_removed(session: Session, event_ids: Sequence[int], *, archived: bool) 
     events = ActivityEvent.__table__
     mark = _watermark(session, lock=True)
     unsettled: Counter[tuple[int, str, str]] = Counter()
-    for start in range(0, len(event_ids), _UPSERT_CHUNK):
-        chunk = event_ids[start : start + _UPSERT_CHUNK]
+    # Archival takes old events, nearly always settled long ago: nothing to look up then.
+    doomed = [event_id for event_id in event_ids if event_id > mark.last_event_id]
+    for start in range(0, len(doomed), _UPSERT_CHUNK):
+        chunk = doomed[start : start + _UPSERT_CHUNK]
         unsettled.update(
-            _counts_by_minute(session, events.c.id.in_(chunk), events.c.id > mark.last_event_id)
+            _counts_by_minute(session, events.c.id.in_(chunk))
         )
     oldest_minute = epoch_minute(utcnow()) - MINUTE_RETENTION_DAYS * MINUTES_PER_DAY
     _upsert_volume(session, _by_grain(unsettled, oldest_minute), "settled", add=True)
