@@ -104,7 +104,14 @@ def history(session, make_player, make_team, make_tournament, archive_url):
                           source_id=next(_source_ids), team_id=team.id,
                           tournament_id=private.id, metadata={"is_team_win": True}))
     with unit_of_work(session):
-        record_events(session, facts)
+        outcomes = record_events(session, facts).outcomes
+    # A dispute took back Alice's latest win.
+    with unit_of_work(session):
+        record_events(session, [NewEvent(
+            player_id=alice.id, event_type="match_won_reversed", occurred_at=NOW - timedelta(days=1),
+            source_model="dispute", source_id=1, origin="dispute", origin_id=1,
+            metadata={"match_id": facts[0].source_id}, reverses_event_id=outcomes[0].event_id,
+        )])
     with unit_of_work(session):
         run_id = archive.start_archive(session, SYSTEM, now=NOW, after_days=AFTER_DAYS,
                                        url=archive_url).id
@@ -155,12 +162,17 @@ def test_the_export_holds_the_profile_every_event_archived_ones_too_and_stats_in
     text = Path(export.json_url.removeprefix("file://")).read_text()
     assert "Bob Secret" not in text and "bob@example.test" not in text
 
-    stats = document["stats"]
-    assert stats["all"]["counts"]["matches_played"] == 9
-    assert stats["public"]["counts"]["matches_played"] == 8, "the private match is all-scope only"
+    [reversal] = [e for e in events if e["type"] == "match_won_reversed"]
+    [reversed_win] = [e for e in events if e["id"] == reversal["reverses_event_id"]]
+    assert reversed_win["reversed_by_event_id"] == reversal["id"]
+    assert reversal["summary"] == f"Reversed match won #{reversed_win['id']}"
+
+    stats = document["stats"]  # 8 wins, one taken back, and a private loss
+    assert stats["all"]["counts"]["matches_played"] == 8
+    assert stats["public"]["counts"]["matches_played"] == 7, "the private match is all-scope only"
     assert stats["all"]["counts"]["tournaments_won"] == 1
     assert stats["public"]["counts"]["tournaments_won"] == 0
-    assert stats["all"]["computed"]["win_rate"] == round(8 / 9, 4)
+    assert stats["all"]["computed"]["win_rate"] == round(7 / 8, 4)
     assert stats["public"]["computed"]["win_rate"] == 1.0
 
     rows = list(csv.DictReader(io.StringIO(
@@ -331,10 +343,12 @@ def test_the_export_presents_events_exactly_as_the_owner_sees_them_with_others_b
         gdpr_export.archived_event_total(session, alice.id)))
     events = hot + cold
     names, reversed_by = names_and_reversal_links(session, events)
+    assert gdpr_export.reversal_links_of(session, alice.id) == reversed_by != {}
+    presenter = gdpr_export.ExportPresenter(reversed_by=reversed_by)
+    presenter.learn(session, events[: len(events) // 2])
+    presenter.learn(session, events)  # only what the first half did not refer to
     session.rollback()
     assert cold and hot
-
-    presenter = gdpr_export.ExportPresenter(names, reversed_by)
 
     for event in events:
         assert presenter.present(event) == gdpr_export.redacted_for_export(

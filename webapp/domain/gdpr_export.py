@@ -81,7 +81,7 @@ from webapp.domain.privacy import (
     summarize,
 )
 from webapp.domain.privacy import _SHOWN_DETAILS as SHOWN_DETAILS
-from webapp.domain.timeline import names_and_reversal_links
+from webapp.domain.timeline import load_names, referenced_ids
 from webapp.models.activity import ActivityEvent
 from webapp.models.archive import ArchivedEventCount, ArchiveFile
 from webapp.models.base import utcnow
@@ -256,6 +256,22 @@ def _archived_events(
             return
 
 
+def reversal_links_of(session: Session, player_id: int) -> dict[int, int]:
+    """Return ``{event id: id of the reversal that undid it}`` for every event of the player.
+
+    A reversal is always an event of the same player (recording checks it),
+    and reversed events never leave the hot table, so one statement finds
+    every link; it holds one entry per reversal, which are few.
+    """
+    return dict(
+        session.execute(
+            select(_events.c.reverses_event_id, _events.c.id).where(
+                _events.c.player_id == player_id, _events.c.reverses_event_id.is_not(None)
+            )
+        ).all()
+    )
+
+
 def _order(event) -> tuple[datetime, int]:
     return (event.occurred_at, event.id)
 
@@ -322,23 +338,56 @@ def _teams_section(session: Session, player_id: int) -> list[dict[str, Any]]:
 
 
 class ExportPresenter:
-    """Present one chunk of events as the export shows them.
+    """Present a player's events, chunk after chunk, as the export shows them.
 
     The result is exactly ``present_event`` for ``Viewer.owner`` (the player
     sees all of their own events: private tournaments, sources, origins) with
     other players cut down to what any other player sees of them, a public id
     (``redacted_for_export`` is that definition, and a test holds the two
     equal). It is built here rather than by post-editing ``present_event``'s
-    output because an export presents every event a player has: the names of a
-    chunk are presented once and shared, not once per event.
+    output because an export presents every event a player has: each name is
+    looked up (``learn``) and presented once per export and then shared, so
+    what is kept grows with the players, teams and tournaments the player
+    met, never with the number of events.
     """
 
-    def __init__(self, names: Names, reversed_by: dict[int, int]) -> None:
-        self.names = names
-        self.reversed_by = reversed_by
+    def __init__(self, names: Names | None = None,
+                 reversed_by: dict[int, int] | None = None) -> None:
+        names = names or Names()
+        self._names = {"players": dict(names.players), "teams": dict(names.teams),
+                       "tournaments": dict(names.tournaments)}
+        self.names = Names(**self._names)
+        # Looked up already, found or not (a missing record is a deleted one).
+        self._seen = {kind: set(found) for kind, found in self._names.items()}
+        self.reversed_by = reversed_by or {}
         self._tournaments: dict[int, dict[str, Any]] = {}
         self._teams: dict[int, dict[str, Any]] = {}
         self._players: dict[int, dict[str, Any]] = {}
+
+    def learn(self, session: Session, events: list) -> None:
+        """Look up, in one statement, the names ``events`` refer to that are not known yet."""
+        seen_players, seen_teams, seen_tournaments = (
+            self._seen["players"], self._seen["teams"], self._seen["tournaments"]
+        )
+        unknown = []
+        for event in events:
+            details = event.details or {}
+            if (
+                (event.tournament_id is not None and event.tournament_id not in seen_tournaments)
+                or (event.team_id is not None and event.team_id not in seen_teams)
+                or (details.get("opponent_team_id") is not None
+                    and details["opponent_team_id"] not in seen_teams)
+                or any(p not in seen_players for p in details.get("opponent_player_ids", ()))
+            ):
+                unknown.append(event)
+        if not unknown:
+            return
+        found = load_names(session, unknown)
+        players, teams, tournaments = referenced_ids(unknown)
+        for kind, ids, names in (("players", players, found.players), ("teams", teams, found.teams),
+                                 ("tournaments", tournaments, found.tournaments)):
+            self._names[kind].update(names)
+            self._seen[kind].update(ids)
 
     def _tournament(self, tournament_id: int) -> dict[str, Any]:
         found = self._tournaments.get(tournament_id)
@@ -504,7 +553,7 @@ def stream_export(
     try:
         events = _merged(hot, cold) if expected_archived and archive_storage else hot
         written, archived = _write_events(
-            session, events, json_sink, csv_sink, csv_text, csv_writer, progress
+            session, player_id, events, json_sink, csv_sink, csv_text, csv_writer, progress
         )
     finally:
         hot.close()
@@ -522,16 +571,17 @@ def stream_export(
     )
 
 
-def _write_events(session, events, json_sink, csv_sink, csv_text, csv_writer,
+def _write_events(session, player_id, events, json_sink, csv_sink, csv_text, csv_writer,
                   progress: ProgressCallback | None) -> tuple[int, int]:
     """Write the events a chunk at a time to both files; return (written, archived)."""
     written = archived = 0
     next_progress = PROGRESS_EVERY
     chunk: list = []
+    presenter = ExportPresenter(reversed_by=reversal_links_of(session, player_id))
 
     def flush_chunk() -> None:
         nonlocal written, archived
-        presenter = ExportPresenter(*names_and_reversal_links(session, chunk))
+        presenter.learn(session, chunk)
         lines = []
         for event in chunk:
             presented = presenter.present(event)
