@@ -529,3 +529,45 @@ def test_recording_the_players_matches_again_adds_nothing_for_either_row(
     assert session.scalar(select(func.count()).select_from(ActivityEvent)) == events_before
     assert session.scalar(select(func.count()).where(ActivityEvent.player_id == alice_id)) == 0
     assert session.scalar(select(func.count()).select_from(DataQualityFinding)) == 0
+
+
+def test_two_approvers_at_once_erase_once(app, session, league, privacy, make_staff):
+    import queue
+    import threading
+    import traceback
+
+    from sqlalchemy.orm import Session
+
+    from webapp.extensions import db
+
+    request_id = verified_erasure_request(session, privacy, league[0])
+    with unit_of_work(session):
+        request_erasure(session, privacy, request_id)
+    approvers = [Actor(staff_id=make_staff("privacy").id) for _ in range(2)]
+    session.rollback()
+    start = threading.Barrier(len(approvers))
+    outcomes: queue.Queue = queue.Queue()
+
+    def approve(actor: Actor) -> None:
+        with app.app_context(), Session(db.engine) as own:
+            try:
+                own.execute(select(1))
+                own.rollback()
+                start.wait(60)
+                with unit_of_work(own):
+                    outcomes.put(("changed" if erase_player(own, actor, request_id).changed else "no-op", ""))
+            except Exception:  # reported to the test, which fails on it
+                outcomes.put(("error", traceback.format_exc()))
+
+    threads = [threading.Thread(target=approve, args=(a,)) for a in approvers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    results = sorted(outcomes.get_nowait() for _ in threads)
+    assert [status for status, _ in results] == ["changed", "no-op"], results
+    assert session.scalar(select(func.count()).select_from(Player).where(Player.is_tombstone)) == 1
+    assert session.scalar(select(func.count()).select_from(AuditEntry).where(
+        AuditEntry.action == "gdpr.erasure.approve")) == 1
+    assert find_drift(session).drifts == []
+    session.rollback()
