@@ -481,7 +481,8 @@ def _csv_row(e: dict[str, Any]) -> list[Any]:
     ]
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# Names are shared between the events of an export, never nested in themselves: no cycle to check for.
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
 # Writing.
