@@ -269,6 +269,26 @@ def test_a_crash_mid_export_fails_the_run_and_offers_no_file(
     assert not gdpr_export.export_in_progress(session, alice.id)
 
 
+def test_a_cancelled_export_ends_cancelled_and_leaves_no_file(
+    session, privacy, make_player, storage_url
+):
+    alice = make_player("alice")
+    export = start(session, privacy, open_request(session, privacy, alice), storage_url)
+
+    def cancel_at_start(done: int, _total) -> None:
+        # Staff press cancel as the run reports its first progress.
+        if done == 0:
+            session.get(JobRun, export.job_run_id).cancel_requested = True
+
+    run = execute_run(session, export.job_run_id, listeners=[cancel_at_start])
+    session.refresh(export)
+
+    assert run.status == "cancelled"
+    assert export.completed_at is None and export.json_url is None
+    assert files_in(storage_url) == []
+    assert not gdpr_export.export_in_progress(session, alice.id)
+
+
 def test_the_job_refuses_a_request_whose_verification_was_withdrawn(
     session, privacy, make_player, storage_url
 ):

@@ -52,8 +52,8 @@ def export_procedure(session: Session, context) -> dict[str, Any]:
         )
     finally:
         reader.close()
-    context.raise_if_cancelled()
     try:
+        context.raise_if_cancelled()
         with unit_of_work(session):
             gdpr_export.complete_export(
                 session, export_id, written,
@@ -61,6 +61,7 @@ def export_procedure(session: Session, context) -> dict[str, Any]:
             )
             context.progress(written.streamed.event_count, total=written.streamed.event_count)
     except BaseException:
-        written.remove(storage)  # never offered: nothing may stay behind for anyone to find
+        # Cancelled or not recorded: never offered, so nothing may stay behind for anyone to find.
+        written.remove(storage)
         raise
     return {"export_id": export_id, **written.as_dict()}
