@@ -262,3 +262,14 @@ def test_the_exports_list_shows_every_export(client, ready_export):
 
     assert page.status_code == 200
     assert page.text.count('data-testid="export-row"') == 1
+
+
+def test_a_signed_link_to_an_export_that_does_not_exist_is_refused_and_audited(
+    app, session, client, ready_export
+):
+    token = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt=LINK_SALT).dumps(
+        {"export": ready_export.id + 1000, "file": "json"})
+
+    assert client.get(f"/admin/gdpr-exports/download/{token}").status_code == 410
+    assert count(session, AuditEntry, AuditEntry.action == "gdpr.export.download_refused") == 1
+    assert count(session, GdprExportDownload) == 0

@@ -35,7 +35,7 @@ from flask_wtf import FlaskForm
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from webapp.domain import gdpr_export, gdpr_requests
-from webapp.domain.errors import DomainError
+from webapp.domain.errors import DomainError, NotFound
 from webapp.domain.jobs import progress_of
 from webapp.extensions import db
 from webapp.jobs.queue import enqueue_run
@@ -149,7 +149,7 @@ class GdprExportsView(SecureView):
             with unit_of_work(session):
                 export, handle = gdpr_export.open_for_download(session, actor, export_id, file)
                 download_name = export.url_of(file).rsplit("/", 1)[-1]
-        except gdpr_export.ExportUnavailable as exc:
+        except (gdpr_export.ExportUnavailable, NotFound) as exc:
             with unit_of_work(session):
                 gdpr_export.record_refused_download(session, actor, str(exc), export_id, file)
             return self._refused(410, str(exc))
