@@ -164,7 +164,8 @@ def volume_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
     figure = {"data": data, "layout": _layout(yaxis={"title": {"text": "events"}, "rangemode": "tozero"})} \
         if data else _empty("No events recorded in this range")
     types = list(series.by_type)
-    rows = [[_when(moment, span), *(_number(n) for n in counts), _number(total)]
+    thousands = "{:,}".format
+    rows = [[_when(moment, span), *map(thousands, counts), thousands(total)]
             for moment, counts, total in series.rows()]
     rows.reverse()
     return Chart(
