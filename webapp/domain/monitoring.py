@@ -301,7 +301,7 @@ def event_volume(session: Session, span: TimeRange, *, now: datetime | None = No
                cast(func.sum(table.c.settled + table.c.pending), BigInteger))
         .where(table.c.grain == span.grain, table.c.bucket.between(first, last))
         .group_by(table.c.bucket, table.c.event_type)
-    ).tuples()
+    )
     # A day by minute is some 10,000 rows: this loop is most of the chart's time.
     by_type: dict[str, list[int]] = {}
     for bucket, event_type, n in rows:
