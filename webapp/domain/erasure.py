@@ -210,8 +210,10 @@ def erase_player(session: Session, actor: Actor, request_id: int, *,
                  storage: ArchiveStorage | None = None) -> ErasureStep:
     """Approve a requested erasure as a second staff member, and erase the player; flush only.
 
-    ``storage`` is where archive files live; it is needed only when the
-    player has archived events (or to search the archive at all).
+    ``storage`` is where archive files live; it is needed as soon as any
+    file was archived, since every file is searched and may name the player.
+    The files are read and rewritten inside the transaction, so a large
+    archive makes a long erasure (and, on SQLite, a long write lock).
 
     :raise ErasureRefused: when the approver is the staff member who asked, or
         during an open dispute or a running export or archive run.
