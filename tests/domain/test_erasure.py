@@ -571,3 +571,24 @@ def test_two_approvers_at_once_erase_once(app, session, league, privacy, make_st
         AuditEntry.action == "gdpr.erasure.approve")) == 1
     assert find_drift(session).drifts == []
     session.rollback()
+
+
+def test_a_missing_archive_file_stops_the_erasure_and_leaves_nothing_behind(
+    session, league, privacy, second_privacy, storage
+):
+    alice = league[0]
+    _archive_everything_older_than_a_day(session, storage.url)
+    request_id = verified_erasure_request(session, privacy, alice)
+    with unit_of_work(session):
+        request_erasure(session, privacy, request_id)
+    urls = sorted(session.scalars(select(ArchiveFile.url)))
+    session.rollback()
+    Path(urls[-1].removeprefix("file://")).unlink()
+    before = sorted(storage.list_files())
+
+    with pytest.raises(archive.ArchiveVerificationFailed, match="missing"), unit_of_work(session):
+        erase_player(session, second_privacy, request_id, storage=storage)
+
+    assert sorted(storage.list_files()) == before
+    assert session.get(Player, alice.id).erased_at is None
+    assert get_request(session, request_id).status == "awaiting_approval"

@@ -842,45 +842,53 @@ def rewrite_files(
     session: Session,
     storage: ArchiveStorage,
     transform: Callable[[dict[str, Any]], bool],
+    *,
+    may_change: Callable[[bytes], bool] = lambda line: True,
 ) -> list[RewrittenFile]:
     """Rewrite every archive file in which ``transform`` changes an event; flush only.
 
     ``transform`` gets each event as stored (times as ISO strings, metadata
-    under ``"metadata"``), changes it in place and says whether it did. A file
-    with a changed line is written anew next to the old one, read back and
-    checked, and its manifest row then names the new file with its new digest
-    and size. The old files are the caller's to remove once the transaction
-    commits (``RewrittenFile.old_url``): until then the manifest still names
-    them, and a rollback leaves the new ones as orphans (``orphan_files``).
-    Files already restored are rewritten too, since they still hold the events.
+    under ``"metadata"``), changes it in place and says whether it did; only
+    lines for which the cheap byte test ``may_change`` is true are parsed for
+    it. Each file is streamed into a new file next to the old one (dropped
+    again if nothing changed), read back and checked, and its manifest row
+    then names the new file with its new digest and size. The old files are
+    the caller's to remove once the transaction commits
+    (``RewrittenFile.old_url``): until then the manifest still names them, and
+    a rollback leaves the new ones as orphans (``orphan_files``). Files
+    already restored are rewritten too, since they still hold the events.
 
     :raise ArchiveVerificationFailed: if a file cannot be read or the new one
         does not read back as written.
     """
     rewritten = []
     for row in session.scalars(select(ArchiveFile).order_by(ArchiveFile.id)):
-        lines: list[bytes] = []
-        changed = 0
-        with _scanning(storage, row.url) as scan:
-            for line in scan.lines:
-                record = json.loads(line)
-                if transform(record):
-                    changed += 1
-                    line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
-                lines.append(line)
-        if not changed:
-            continue
         new_url = _rewritten_url(row.url)
-        with storage.open(new_url, "wb") as raw:
-            sink = _HashingSink(raw)
-            with gzip.GzipFile(fileobj=sink, mode="wb", mtime=0, filename="", compresslevel=6) as out:
-                for line in lines:
-                    out.write(line)
+        changed = lines = 0
+        try:
+            with storage.open(new_url, "wb") as raw:
+                sink = _HashingSink(raw)
+                with (gzip.GzipFile(fileobj=sink, mode="wb", mtime=0, filename="", compresslevel=6) as out,
+                      _scanning(storage, row.url) as scan):
+                    for line in scan.lines:
+                        if may_change(line):
+                            record = json.loads(line)
+                            if transform(record):
+                                changed += 1
+                                line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+                        out.write(line)
+                        lines += 1
+        except BaseException:
+            storage.remove(new_url)
+            raise
+        if not changed:
+            storage.remove(new_url)
+            continue
         count = 0
         with _scanning(storage, new_url) as scan:
             for _line in scan.lines:
                 count += 1
-        if scan.sha256 != sink.sha256.hexdigest() or count != len(lines):
+        if scan.sha256 != sink.sha256.hexdigest() or count != lines:
             raise ArchiveVerificationFailed(
                 f"the rewrite of archive file {row.id} did not read back as written; nothing changed"
             )

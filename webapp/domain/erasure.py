@@ -280,7 +280,8 @@ def erase_player(session: Session, actor: Actor, request_id: int, *,
                 changed = True
             return changed
 
-        rewritten = rewrite_files(session, storage, move_and_scrub)
+        rewritten = rewrite_files(session, storage, move_and_scrub,
+                                  may_change=_line_test(player.id, scrub.values))
         old_urls = [r.old_url for r in rewritten]
         after_commit(session, lambda: _remove_files(storage, old_urls))
 
@@ -358,6 +359,20 @@ def _repoint_references(session: Session, player_id: int, tombstone_id: int) -> 
                 update(table).where(column == player_id).values({column: tombstone_id})
             ).rowcount
     return moved
+
+
+def _line_test(player_id: int, values: Iterable[str]):
+    """A cheap test of an archive line (compact JSON, sorted keys) that may name the player."""
+    markers = [m % player_id for m in (b'"player_id":%d,', b"[%d,", b",%d,", b",%d]", b"[%d]")]
+    texts = {form.lower().encode() for v in values for form in (v, json.dumps(v)[1:-1])}
+
+    def may_change(line: bytes) -> bool:
+        if any(marker in line for marker in markers):
+            return True
+        lowered = line.lower()
+        return any(text in lowered for text in texts)
+
+    return may_change
 
 
 def _with_opponent_moved(metadata: dict[str, Any], player_id: int, tombstone_id: int) -> dict[str, Any]:
