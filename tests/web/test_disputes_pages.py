@@ -112,7 +112,7 @@ def test_the_match_page_shows_both_sides_and_each_players_events(client, sign_in
     assert disputed["alice"].public_id in html and disputed["bob"].public_id in html
     assert html.count('data-testid="match-event"') == 2
     # Each event names its player by public id.
-    assert re.search(rf'data-event-type="match_won">.*?<code>{disputed["alice"].public_id}</code>', html, re.S)
+    assert re.search(rf'data-event-type="match_won"[^>]*>.*?<code>{disputed["alice"].public_id}</code>', html, re.S)
     assert 'data-event-type="match_won"' in html and 'data-event-type="match_lost"' in html
 
 
@@ -189,6 +189,10 @@ def test_preview_writes_nothing_and_confirm_writes_exactly_the_preview(client, s
 
     case = client.get(confirm.headers["Location"]).text
     assert case.count('data-testid="resolution-event"') == 4
+    statuses = re.findall(r'data-testid="event-status">([^<]*)<', case)
+    # The originals are reversed, the corrected outcome is in effect, reversals have no status.
+    assert sorted(s.split("#")[0] for s in statuses) == ["", "", "in effect", "in effect",
+                                                        "reversed by ", "reversed by "]
     assert 'data-testid="stats-before-after"' in case
 
 

@@ -713,6 +713,11 @@ class MatchRecord:
     resolutions: list[MatchResolution]
     open_dispute: Dispute | None
 
+    @property
+    def reversed_by(self) -> dict[int, int]:
+        """Event id -> the id of the event that reversed it."""
+        return {e.reverses_event_id: e.id for e in self.events if e.reverses_event_id is not None}
+
 
 def match_record(session: Session, match_id: int) -> MatchRecord:
     """Return a match with both sides, their members and the events each player got from it."""
