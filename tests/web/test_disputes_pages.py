@@ -116,6 +116,17 @@ def test_the_match_page_shows_both_sides_and_each_players_events(client, sign_in
     assert 'data-event-type="match_won"' in html and 'data-event-type="match_lost"' in html
 
 
+def test_staff_open_any_match_by_id_or_platform_reference(client, session, sign_in, disputed):
+    sign_in("trust_safety")
+    match_id = disputed["match"].id
+    with unit_of_work(session):
+        session.get(Match, match_id).external_ref = "pm-42"
+    for reference in (str(match_id), "pm-42"):
+        response = client.get(f"/admin/disputes/matches/find?match={reference}")
+        assert response.status_code == 302 and response.headers["Location"].endswith(f"/matches/{match_id}")
+    assert client.get("/admin/disputes/matches/find?match=pm-404").status_code == 404
+
+
 def test_staff_mark_a_match_disputed_from_its_page(client, session, sign_in, make_player, make_tournament,
                                                    make_match):
     match = make_match(make_tournament(), make_player(), make_player())

@@ -72,6 +72,14 @@ class DisputesView(SecureView):
 
     # The match page.
 
+    @expose("/matches/find")
+    def find_match(self):
+        reference = request.args.get("match", "").strip()
+        if not reference:
+            return redirect(url_for(".index"))
+        match = domain.match_by_reference(db.session(), reference[:100])
+        return redirect(url_for(".match", match_id=match.id))
+
     @expose("/matches/<int:match_id>")
     def match(self, match_id: int):
         return self._match_page(match_id, ReportForm())
