@@ -112,7 +112,7 @@ def test_the_match_page_shows_both_sides_and_each_players_events(client, sign_in
     assert disputed["alice"].public_id in html and disputed["bob"].public_id in html
     assert html.count('data-testid="match-event"') == 2
     # Each event names its player by public id.
-    assert re.search(rf'data-event-type="match_won"[^>]*>.*?<code>{disputed["alice"].public_id}</code>', html, re.S)
+    assert re.search(rf'data-event-type="match_won"[^>]*>.*?<code>{disputed["alice"].public_id}</code>', html, re.DOTALL)
     assert 'data-event-type="match_won"' in html and 'data-event-type="match_lost"' in html
 
 
