@@ -42,6 +42,15 @@ def test_the_overview_draws_its_charts_and_switches_range_without_a_reload(
     expect(page.locator('[data-chart="volume"]').get_by_test_id("chart-table")).to_contain_text("3")
     assert page.url.endswith("/admin/monitoring/?range=30d")
     assert page.evaluate("window.stillTheSamePage") is True
+
+    # A chart's own refresh (every minute) swaps in a new section that is drawn again.
+    page.evaluate("document.querySelector('#chart-volume .main-svg').classList.add('before-refresh')")
+    with page.expect_response(lambda r: "/admin/monitoring/chart/volume?range=30d" in r.url):
+        page.evaluate("""htmx.ajax('GET', document.querySelector('#chart-volume').getAttribute('hx-get'),
+                                   {target: '#chart-volume', swap: 'outerHTML'})""")
+    expect(page.locator("#chart-volume .main-svg").first).to_be_attached()
+    expect(page.locator("#chart-volume .before-refresh")).to_have_count(0)
+    assert page.evaluate("window.stillTheSamePage") is True
     assert console_errors == []
 
 
