@@ -41,6 +41,10 @@ def figure_of(html: str) -> dict:
     return json.loads(found.group(1))
 
 
+def number(cell: str) -> float:
+    return float(cell.replace(",", ""))
+
+
 def table_rows(html: str) -> list[list[str]]:
     body = re.search(r"<tbody>(.*?)</tbody>", html, re.S).group(1)
     return [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row) for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
@@ -194,8 +198,9 @@ def test_latency_of_recording_reaches_the_chart_once_the_recorder_flushes(app, s
 
     html = client.get(chart_url("latency", "24h")).text
 
-    recording = [row for row in table_rows(html) if row[1] == "Recording events"]
-    assert sum(int(row[2]) for row in recording) >= 5
-    assert all(float(row[3]) <= float(row[4]) <= float(row[5]) for row in recording)
+    # The process's recorder may also hold timings of earlier tests: at least ours are there.
+    recording = [[number(cell) for cell in row[2:]] for row in table_rows(html) if row[1] == "Recording events"]
+    assert sum(count for count, *_ in recording) >= 5
+    assert all(p50 <= p95 <= p99 for _count, p50, p95, p99 in recording)
     names = {trace["name"] for trace in figure_of(html)["data"]}
     assert {"Recording events P50", "Recording events P95", "Recording events P99"} <= names
