@@ -115,6 +115,7 @@ def day_of(minute: int) -> int:
 
 
 def bucket_time(bucket: int) -> datetime:
+    """Return the start of the bucket ``bucket`` (epoch minutes) as a UTC time."""
     return datetime.fromtimestamp(bucket * 60, UTC)
 
 

@@ -154,6 +154,7 @@ def _empty(message: str) -> dict[str, Any]:
 
 
 def volume_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
+    """Events recorded per bucket, stacked by type."""
     series = monitoring.event_volume(session, span)
     x = _regular_x(span, series.times)
     data = [
@@ -177,6 +178,7 @@ def volume_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
 
 
 def drift_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
+    """Players drifted per reconciliation run, with the 7-day average."""
     trend = monitoring.drift_trend(session, span)
     points = trend.points
     x = [p.started_at.strftime("%Y-%m-%d %H:%M") for p in points]
@@ -200,6 +202,7 @@ def drift_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
 
 
 def reconciliation_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
+    """Share of finished reconciliation runs that succeeded, per day."""
     trend = monitoring.drift_trend(session, span)
     days = trend.days
     figure = {
@@ -220,6 +223,7 @@ def reconciliation_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
 
 
 def latency_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
+    """P50/P95/P99 of recording and of timeline and feed reads."""
     series = monitoring.latency(session, span)
     x = _iso(series.times)  # points are not evenly spaced on the last, partial step
     data = []
@@ -250,6 +254,7 @@ def latency_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
 
 
 def backfill_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
+    """A gauge of events created against expected per running backfill."""
     gauges = monitoring.backfill_gauges(session)
     if gauges:
         width = 1 / len(gauges)
@@ -275,6 +280,7 @@ def backfill_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
 
 def size_chart(session: Session, span: TimeRange, *, alert_bytes: int | None = None,
                archive_after_days: int = 0, **_: Any) -> Chart:
+    """The hot event table's bytes against the archival threshold, and its rows."""
     size = monitoring.table_size(session, alert_bytes=alert_bytes, archive_after_days=archive_after_days)
     # The gauge reads in the unit of the threshold, as staff set it (GiB by default).
     unit_name, unit = next(((name, factor) for name, factor in _BYTE_UNITS if (alert_bytes or size.bytes) >= factor),

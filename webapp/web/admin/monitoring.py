@@ -40,6 +40,7 @@ def visible_charts() -> list[ChartSpec]:
 
 
 def build_chart(spec: ChartSpec, span: TimeRange) -> Chart:
+    """Build one chart from the rollups, with the thresholds the app is configured with."""
     return spec.build(
         db.session(),
         span,
