@@ -2,9 +2,10 @@
 
 Hypothesis runs random sequences of live and backfill batches, reversals,
 folds at random moments (some settling everything, some leaving the newest
-events pending) and archival runs. After every sequence and a last fold, the
-rollups count, per event type, exactly the events in the hot table plus those
-archived; and the day buckets hold what the minute buckets hold.
+events pending), archival runs and backfill rollbacks. After every sequence
+and a last fold, the rollups count, per event type, exactly the events in the
+hot table plus those archived plus those rolled back (the rollups count events
+ever recorded); and the day buckets hold what the minute buckets hold.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func, select
 
-from webapp.domain import archive, monitoring
+from webapp.domain import archive, backfill, monitoring
 from webapp.domain.audit import SYSTEM
+from webapp.domain.errors import Conflict
 from webapp.domain.recording import NewEvent, record_events
 from webapp.jobs.runner import execute_run
 from webapp.models import (
@@ -28,6 +30,7 @@ from webapp.models import (
     ArchivedEventCount,
     ArchivedEventKey,
     ArchiveFile,
+    BackfillBatch,
     EventVolumeRollup,
     JobRun,
     PlayerStats,
@@ -64,6 +67,11 @@ class Archive:
     pass
 
 
+@dataclass(frozen=True)
+class RollBack:
+    """Roll back the backfill run's events, as a staff member undoing a bad backfill would."""
+
+
 records = st.builds(
     Record,
     player=st.integers(0, 2),
@@ -74,7 +82,8 @@ records = st.builds(
 )
 steps = st.lists(
     st.one_of(records, records, st.builds(Reverse, pick=st.integers(0, 40)),
-              st.builds(Fold, minutes_later=st.sampled_from((0, 5, 60))), st.just(Archive())),
+              st.builds(Fold, minutes_later=st.sampled_from((0, 5, 60))), st.just(Archive()),
+              st.just(RollBack())),
     min_size=1,
     max_size=10,
 )
@@ -88,7 +97,7 @@ def players(session, make_player):
 def forget_everything(session) -> None:
     session.rollback()
     with unit_of_work(session):
-        for model in (ArchivedEventKey, ArchiveFile, ArchivedEventCount, JobRun, ActivityEvent,
+        for model in (ArchivedEventKey, ArchiveFile, ArchivedEventCount, BackfillBatch, JobRun, ActivityEvent,
                       PlayerStats, EventVolumeRollup, RollupWatermark):
             session.execute(delete(model))
 
@@ -109,7 +118,33 @@ def record(session, players, step: Record, backfill_run: int) -> None:
         for event_type in step.event_types
     ]
     with unit_of_work(session):
-        record_events(session, facts)
+        inserted = [outcome.event_id for outcome in record_events(session, facts).recorded]
+        if step.origin == "backfill" and inserted and backfill_run:
+            # The ledger line a backfill batch writes: where a rollback finds its events.
+            batch_no = session.scalar(select(func.count()).select_from(BackfillBatch)) + 1
+            session.add(BackfillBatch(run_id=backfill_run, batch_no=batch_no, events_inserted=len(inserted),
+                                      first_event_id=min(inserted), last_event_id=max(inserted),
+                                      checkpoint_after=backfill.START.as_checkpoint(), started_at=now,
+                                      finished_at=now))
+
+
+def roll_back(session, backfill_run: int, rolled_back: Counter[str]) -> None:
+    session.rollback()
+    ranges = backfill.event_ranges(session, backfill_run)
+    doomed = Counter(dict(session.execute(
+        select(ActivityEvent.event_type, func.count())
+        .where(ActivityEvent.origin == "backfill", ActivityEvent.origin_id == backfill_run)
+        .group_by(ActivityEvent.event_type)
+    ).all()))
+    session.rollback()
+    try:
+        with unit_of_work(session):
+            after = 0
+            while (chunk := backfill.rollback_chunk(session, backfill_run, ranges, after, 3)) is not None:
+                after = chunk.last_event_id
+    except Conflict:
+        return  # a reversal refers to one of them: nothing was deleted
+    rolled_back.update(doomed)
 
 
 def reverse(session, step: Reverse) -> None:
@@ -148,8 +183,8 @@ def archive_old_events(session, url: str) -> None:
     session.rollback()
 
 
-def direct_counts(session) -> Counter[str]:
-    """Events per type counted the slow way: the hot table plus the archived totals."""
+def direct_counts(session, rolled_back: Counter[str] | None = None) -> Counter[str]:
+    """Events per type counted the slow way: the hot table, the archived totals and what was rolled back."""
     hot = session.execute(
         select(ActivityEvent.event_type, func.count()).group_by(ActivityEvent.event_type)
     ).all()
@@ -159,6 +194,7 @@ def direct_counts(session) -> Counter[str]:
     ).all()
     counts = Counter({t: n for t, n in hot})
     counts.update({t: int(n) for t, n in archived})
+    counts.update(rolled_back or {})
     session.rollback()
     return +counts
 
@@ -181,6 +217,7 @@ def test_rollups_agree_with_a_direct_count_after_any_sequence(session, players, 
     with unit_of_work(session):
         backfill_run = JobRun(kind="backfill", status="succeeded")
         session.add(backfill_run)
+    rolled_back: Counter[str] = Counter()
     for step in steps:
         if isinstance(step, Record):
             record(session, players, step, backfill_run.id)
@@ -188,11 +225,13 @@ def test_rollups_agree_with_a_direct_count_after_any_sequence(session, players, 
             reverse(session, step)
         elif isinstance(step, Fold):
             fold(session, step.minutes_later)
+        elif isinstance(step, RollBack):
+            roll_back(session, backfill_run.id, rolled_back)
         else:
             archive_old_events(session, str(tmp_path / "cold"))
     fold(session, last_fold)
 
-    expected = direct_counts(session)
+    expected = direct_counts(session, rolled_back)
     assert rollup_by_grain(session, "day") == expected
     # Every event was recorded just now, well inside the minute buckets' retention.
     assert rollup_by_grain(session, "minute") == expected
@@ -328,3 +367,20 @@ def test_the_periodic_task_folds_in_its_own_transaction(app, session, players):
     app.extensions["huey_tasks"].fold_event_volume.call_local()
 
     assert rollup_by_grain(session, "day") == {"match_won": 1}
+
+
+def test_a_rolled_back_backfill_leaves_the_hot_table_but_not_the_counts(session, players):
+    forget_everything(session)
+    with unit_of_work(session):
+        run = JobRun(kind="backfill", status="succeeded")
+        session.add(run)
+    record(session, players, Record(1, ("match_won", "match_lost"), 2, "backfill"), backfill_run=run.id)
+    rolled_back: Counter[str] = Counter()
+
+    roll_back(session, run.id, rolled_back)
+    fold(session, 60)
+
+    assert rolled_back == {"match_won": 1, "match_lost": 1}
+    assert session.scalar(select(func.count()).select_from(ActivityEvent)) == 0
+    session.rollback()
+    assert rollup_by_grain(session, "day") == direct_counts(session, rolled_back) == rolled_back
