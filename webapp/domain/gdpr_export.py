@@ -518,7 +518,7 @@ def redacted_for_export(event, names: Names, reversed_by: int | None) -> dict[st
 
 
 def _text(value: str | None) -> str | None:
-    """Text a person or a platform record chose (names, rounds): never a formula in a spreadsheet."""
+    """Text a person or a platform record chose (names, rounds): never a spreadsheet formula."""
     if value and value.startswith(_FORMULA_START):
         return "'" + value
     return value
@@ -529,7 +529,8 @@ _BOOL = {True: "true", False: "false", None: None}
 
 def _csv_row(e: dict[str, Any]) -> list[Any]:
     # The csv module writes None as an empty cell; ids and times are ours, only text is guarded.
-    tournament, team, opponent_team = e["tournament"] or {}, e["team"] or {}, e["opponent_team"] or {}
+    tournament, team = e["tournament"] or {}, e["team"] or {}
+    opponent_team = e["opponent_team"] or {}
     details = e["details"]
     return [
         e["id"], e["type"], e["occurred_at"], e["recorded_at"], _BOOL[e["archived"]],
@@ -543,7 +544,8 @@ def _csv_row(e: dict[str, Any]) -> list[Any]:
     ]
 
 
-# Names are shared between the events of an export, never nested in themselves: no cycle to check for.
+# Names are shared between the events of an export, never nested in themselves:
+# there is no cycle to check for.
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
@@ -864,7 +866,8 @@ def complete_export(session: Session, export_id: int, written: WrittenExport, *,
     request = gdpr_requests.get_request(session, export.request_id)
     gdpr_requests.log_entry(
         session, request, Actor(staff_id=None), "export",
-        f"export {export.id} ready: {streamed.event_count} events, json sha256 {streamed.json_sha256}",
+        f"export {export.id} ready: {streamed.event_count} events, "
+        f"json sha256 {streamed.json_sha256}",
     )
     return export
 
@@ -911,7 +914,8 @@ class ExportUnavailable(Conflict):
 
 
 def open_for_download(
-    session: Session, actor: Actor, export_id: int, file: str, *, storage: ExportStorage | None = None,
+    session: Session, actor: Actor, export_id: int, file: str, *,
+    storage: ExportStorage | None = None,
     now: datetime | None = None,
 ) -> tuple[GdprExport, IO[bytes]]:
     """Record a download of one export file and open it; the caller streams and closes it.
@@ -931,7 +935,9 @@ def open_for_download(
     if not export.is_ready:
         raise ExportUnavailable(f"GDPR export {export.id} is not finished")
     if export.is_expired(now):
-        raise ExportUnavailable(f"GDPR export {export.id} expired at {export.expires_at:%Y-%m-%d %H:%M} UTC")
+        raise ExportUnavailable(
+            f"GDPR export {export.id} expired at {export.expires_at:%Y-%m-%d %H:%M} UTC"
+        )
     storage = storage or ExportStorage(export.storage_url)
     url = export.url_of(file)
     try:

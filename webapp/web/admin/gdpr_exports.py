@@ -104,8 +104,9 @@ class GdprExportsView(SecureView):
     @expose("/requests/<int:request_id>/start", methods=("POST",))
     def start(self, request_id: int):
         if not StartExportForm().validate_on_submit():
-            return self._panel(request_id, refusal="The form expired; reload the page and try again.",
-                               status=400)
+            return self._panel(
+                request_id, refusal="The form expired; reload the page and try again.", status=400
+            )
         session = db.session()
         config = current_app.config
         try:
