@@ -359,6 +359,70 @@ def measure(
     return times
 
 
+BENCH_STAFF = "bench-viewer@bench.test"
+BENCH_PASSWORD = "bench-password-long-enough"
+
+
+def measure_requests(app, session, players, positions, cursors, rounds: int) -> dict:
+    """Time whole requests through the app: the API feed page and the dashboard's timeline.
+
+    In-process requests (the test client, no sockets), so the figures are the
+    server's share: routing, authentication, the queries, rendering. The API is
+    read as its owner sees it (a feed is private unless made public); the
+    dashboard as a ``viewer``, whose redacted pages write no audit entries.
+    """
+    import re
+
+    from webapp.domain.api_tokens import create_token
+    from webapp.domain.audit import SYSTEM, Actor
+    from webapp.domain.staff import create_staff
+    from webapp.models import StaffUser
+    from webapp.transaction import unit_of_work
+
+    with unit_of_work(session):
+        staff = session.scalar(sa.select(StaffUser).where(StaffUser.email == BENCH_STAFF))
+        if staff is None:
+            staff = create_staff(session, SYSTEM, BENCH_STAFF, ["viewer"], BENCH_PASSWORD).staff
+        token = create_token(session, Actor(staff_id=staff.id), "bench", ["read"])
+        plaintext = token.plaintext
+    public_ids = {pid: player.public_id for pid, player in players.items()}
+    client = app.test_client()
+    form = client.get("/auth/sign-in").text
+    csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', form).group(1)
+    signed_in = client.post(
+        "/auth/sign-in", data={"email": BENCH_STAFF, "password": BENCH_PASSWORD, "csrf_token": csrf}
+    )
+    assert signed_in.status_code == 302, signed_in.status_code
+    bearer = {"Authorization": f"Bearer {plaintext}"}
+
+    def api(player_id, position):
+        public_id = public_ids[player_id]
+        query = f"?viewer={public_id}" + (f"&cursor={cursors[position]}" if position else "")
+        response = client.get(f"/api/players/{public_id}/activity{query}", headers=bearer)
+        assert response.status_code == 200, response.status_code
+        return len(response.get_json()["items"])
+
+    def page(player_id, position):
+        public_id = public_ids[player_id]
+        if position is None:  # the first page: the whole player page
+            response = client.get(f"/admin/players/{public_id}")
+        else:  # "load more": the htmx fragment of the next rows
+            response = client.get(
+                f"/admin/players/{public_id}/timeline?cursor={cursors[position]}",
+                headers={"HX-Request": "true"},
+            )
+        assert response.status_code == 200, response.status_code
+        return response.data.count(b'data-testid="event"')
+
+    first = [p for p in positions if p[1] is None]
+    following = [p for p in positions if p[1] is not None]
+    return {
+        "api_feed_request": percentiles(measure(api, positions, rounds)),
+        "timeline_page_rendered_first": percentiles(measure(page, first, rounds)),
+        "timeline_page_rendered_next": percentiles(measure(page, following, rounds)),
+    }
+
+
 def bench(backend: str, args) -> dict:
     url = prepare(backend, args)
     positions = sample_positions(backend, url, args)
@@ -421,7 +485,8 @@ def bench(backend: str, args) -> dict:
     results["raw"] = percentiles(measure(raw_page, positions, args.rounds, between))
     raw.close()
 
-    app = create_app(TestConfig(), overrides={"SQLALCHEMY_DATABASE_URI": url})
+    # One client asks for thousands of pages: the API's per-token rate limit would answer 429.
+    app = create_app(TestConfig(), overrides={"SQLALCHEMY_DATABASE_URI": url, "RATELIMIT_ENABLED": False})
     with app.app_context():
         session = db.session()
         cursors = {position: cursor_for(position) for _, position in positions}
@@ -466,6 +531,8 @@ def bench(backend: str, args) -> dict:
         results["feed_page_open"] = percentiles(
             measure(api_in_transaction, positions, args.rounds, begun)
         )
+
+        results.update(measure_requests(app, session, players, positions, cursors, args.rounds))
 
         rng = random.Random(args.seed + 2)
         queries = {}
@@ -513,13 +580,16 @@ def main() -> None:
             "timeline_page",
             "feed_page_open",
             "feed_page",
+            "api_feed_request",
+            "timeline_page_rendered_first",
+            "timeline_page_rendered_next",
             "search_players",
         ):
             if name not in results:
                 continue
             r = results[name]
             print(
-                f"  {name:15s} p50 {r['p50']:6.2f} ms  p95 {r['p95']:6.2f} ms  p99 {r['p99']:6.2f} ms"
+                f"  {name:28s} p50 {r['p50']:6.2f} ms  p95 {r['p95']:6.2f} ms  p99 {r['p99']:6.2f} ms"
                 f"  (client CPU {r['cpu']:.2f} ms/page)"
             )
         print(
