@@ -140,7 +140,7 @@ class ArchiveStorage:
         return sorted(self.fs.unstrip_protocol(p) for p in self.fs.glob(pattern))
 
 
-class _HashingSink:
+class HashingSink:
     """A write-only file that hashes and counts the bytes on their way to storage."""
 
     def __init__(self, raw: IO[bytes]) -> None:
@@ -426,7 +426,7 @@ def write_month(
     ids: list[int] = []
     counts: Counter[CountKey] = Counter()
     with storage.open(url, "wb") as raw:
-        sink = _HashingSink(raw)
+        sink = HashingSink(raw)
         # mtime=0 and no file name: the same events always give the same bytes.
         with gzip.GzipFile(fileobj=sink, mode="wb", mtime=0, filename="", compresslevel=6) as out:
             for rows in session.execute(statement).mappings().partitions():
@@ -779,21 +779,11 @@ def archived_events_for_player(
     if occurred_to is not None:
         files = files.where(ArchiveFile.month <= f"{occurred_to.astimezone(UTC):%Y-%m}")
     whole_history = occurred_from is None and occurred_to is None
-    # Keys are sorted, so "player_id" is always followed by "recorded_at": a
-    # cheap byte test skips the other players' lines without parsing them.
-    needle = f'"player_id":{int(player_id)},'.encode()
     found: dict[int, ColdEvent] = {}
     for row in session.scalars(files.order_by(ArchiveFile.month.desc(), ArchiveFile.id.desc())):
-        with _scanning(storage, row.url) as scan:
-            for line in scan.lines:
-                if needle not in line:
-                    continue
-                record = _decode(line)
-                if record["player_id"] != player_id or not _within(
-                    record["occurred_at"], occurred_from, occurred_to
-                ):
-                    continue
-                found[record["id"]] = _cold_event(record, row.id)
+        for record in read_player_records(storage, row.url, player_id):
+            if _within(record["occurred_at"], occurred_from, occurred_to):
+                found[record["id"]] = cold_event(record, row.id)
         if whole_history and len(found) >= expected:
             break
     # An event restored to the hot table is shown from there, never twice.
@@ -803,11 +793,33 @@ def archived_events_for_player(
     return sorted(found.values(), key=lambda e: (e.occurred_at, e.id), reverse=True)
 
 
+def read_player_records(
+    storage: ArchiveStorage, url: str, player_id: int
+) -> Iterator[dict[str, Any]]:
+    """Yield the records of ``player_id``'s events in one archive file, in file order.
+
+    A record holds the event's columns by name (``"metadata"`` for its details),
+    times as aware datetimes.
+
+    :raise ArchiveVerificationFailed: if the file is missing or cannot be read.
+    """
+    # Keys are sorted, so "player_id" is always followed by "recorded_at": a
+    # cheap byte test skips the other players' lines without parsing them.
+    needle = f'"player_id":{int(player_id)},'.encode()
+    with _scanning(storage, url) as scan:
+        for line in scan.lines:
+            if needle in line:
+                record = _decode(line)
+                if record["player_id"] == player_id:
+                    yield record
+
+
 def _within(moment: datetime, start: datetime | None, end: datetime | None) -> bool:
     return (start is None or moment >= start) and (end is None or moment < end)
 
 
-def _cold_event(record: Mapping[str, Any], file_id: int) -> ColdEvent:
+def cold_event(record: Mapping[str, Any], file_id: int) -> ColdEvent:
+    """Return an archived ``record`` of file ``file_id`` as a timeline row."""
     return ColdEvent(
         id=record["id"],
         player_id=record["player_id"],
@@ -867,7 +879,7 @@ def rewrite_files(
         changed = lines = 0
         try:
             with storage.open(new_url, "wb") as raw:
-                sink = _HashingSink(raw)
+                sink = HashingSink(raw)
                 with (gzip.GzipFile(fileobj=sink, mode="wb", mtime=0, filename="", compresslevel=6) as out,
                       _scanning(storage, row.url) as scan):
                     for line in scan.lines:

@@ -94,7 +94,7 @@ SEARCH_FIELDS = ("username", "display_name", "public_id", "email")
 REDACTED_SEARCH_FIELDS = ("public_id",)
 
 # The metadata fields shown as ``details``: none of them names or identifies anyone.
-_SHOWN_DETAILS = ("round", "side", "placement", "is_team_win")
+SHOWN_DETAILS = ("round", "side", "placement", "is_team_win")
 
 
 class ViewerKind(StrEnum):
@@ -284,7 +284,7 @@ def present_event(
             for player_id in details.get("opponent_player_ids", ())
         ],
         "opponent_team": _team(details.get("opponent_team_id"), names),
-        "details": {key: details[key] for key in _SHOWN_DETAILS if key in details},
+        "details": {key: details[key] for key in SHOWN_DETAILS if key in details},
         "reverses_event_id": event.reverses_event_id,
         "reversed_by_event_id": reversed_by,
     }
