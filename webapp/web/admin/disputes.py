@@ -127,10 +127,9 @@ class DisputesView(SecureView):
     @expose("/cases/<int:dispute_id>/preview", methods=["POST"])
     def preview(self, dispute_id: int):
         session = db.session()
-        case = domain.case_file(session, dispute_id)
-        form = ResolveForm()
-        if not form.validate_on_submit():
-            return self._case_page(case, resolve_form=form, status=400)
+        case, form, invalid = self._posted_resolution(dispute_id)
+        if invalid:
+            return invalid
         try:
             plan = domain.plan_resolution(session, case.dispute.match_id, form.outcome.data,
                                           expected_version=form.version.data)
@@ -144,10 +143,9 @@ class DisputesView(SecureView):
     @expose("/cases/<int:dispute_id>/resolve", methods=["POST"])
     def resolve(self, dispute_id: int):
         session = db.session()
-        case = domain.case_file(session, dispute_id)
-        form = ResolveForm()
-        if not form.validate_on_submit():
-            return self._case_page(case, resolve_form=form, status=400)
+        case, form, invalid = self._posted_resolution(dispute_id)
+        if invalid:
+            return invalid
         try:
             with unit_of_work(session):
                 outcome = domain.resolve_dispute(
@@ -163,6 +161,14 @@ class DisputesView(SecureView):
         else:
             flash("The match is resolved; the correction events are recorded.", "success")
         return redirect(url_for(".case", dispute_id=resolved_case))
+
+    def _posted_resolution(self, dispute_id: int):
+        """Load the case and the resolve form posted for it, with the page answering an invalid form."""
+        case = domain.case_file(db.session(), dispute_id)
+        form = ResolveForm()
+        if form.validate_on_submit():
+            return case, form, None
+        return case, form, self._case_page(case, resolve_form=form, status=400)
 
     def _changed(self, case: domain.CaseFile, error: MatchChanged):
         fresh = ResolveForm(formdata=None, version=case.record.match.version, token=secrets.token_urlsafe(24))
