@@ -24,6 +24,9 @@ from flask_migrate import upgrade
 
 from webapp import create_app
 from webapp.config import TestConfig
+from webapp.domain.audit import Actor
+from webapp.domain.disputes import report_dispute
+from webapp.domain.results import record_match_result
 from webapp.extensions import db, limiter
 from webapp.models import (
     Base,
@@ -392,5 +395,25 @@ def make_result(session):
             winner_team_id=winner.id if isinstance(winner, Team) else None,
         )
         return _save(session, result)
+
+    return make
+
+
+@pytest.fixture
+def make_disputed_match(session, make_player, make_tournament, make_match):
+    """Return a factory: alice beat bob, the result is recorded, then bob reports the match.
+
+    The factory returns ``(match, dispute, alice, bob)``; the report is bob's
+    unless ``reporter`` names someone else.
+    """
+    def make(reason: str, *, reporter: str | None = None):
+        alice, bob = make_player("alice"), make_player("bob")
+        match = make_match(make_tournament("Autumn Cup"), alice, bob, winner="a")
+        with unit_of_work(session):
+            record_match_result(session, match.id)
+        with unit_of_work(session):
+            dispute = report_dispute(session, Actor(None), match.id, reason,
+                                     reporter=reporter or bob.public_id).dispute
+        return match, dispute, alice, bob
 
     return make

@@ -7,21 +7,11 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import ACTION_TIMEOUT_MS
 from tests.conftest import STAFF_PASSWORD
-from webapp.domain.audit import Actor
-from webapp.domain.disputes import report_dispute
-from webapp.domain.results import record_match_result
-from webapp.transaction import unit_of_work
 
 
 @pytest.fixture
-def disputed(session, make_player, make_tournament, make_match):
-    alice, bob = make_player("alice"), make_player("bob")
-    match = make_match(make_tournament("Autumn Cup"), alice, bob, winner="a")
-    with unit_of_work(session):
-        record_match_result(session, match.id)
-    with unit_of_work(session):
-        report_dispute(session, Actor(None), match.id, "the score was entered the wrong way round",
-                       reporter=bob.public_id)
+def disputed(make_disputed_match):
+    match, _dispute, _alice, _bob = make_disputed_match("the score was entered the wrong way round")
     return match
 
 

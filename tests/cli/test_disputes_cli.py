@@ -5,21 +5,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from webapp.domain.audit import Actor
-from webapp.domain.disputes import report_dispute
-from webapp.domain.results import record_match_result
 from webapp.models import ActivityEvent, Match, MatchResolution, PlayerStats
-from webapp.transaction import unit_of_work
 
 
 @pytest.fixture
-def disputed(session, make_player, make_tournament, make_match):
-    alice, bob = make_player("alice"), make_player("bob")
-    match = make_match(make_tournament("Autumn Cup"), alice, bob, winner="a")
-    with unit_of_work(session):
-        record_match_result(session, match.id)
-    with unit_of_work(session):
-        report_dispute(session, Actor(None), match.id, "score swapped", reporter="DC-25-000002")
+def disputed(make_disputed_match):
+    match, _dispute, _alice, bob = make_disputed_match("score swapped", reporter="DC-25-000002")
     return match, bob
 
 

@@ -9,8 +9,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import csrf_token_from
 from webapp.domain.audit import Actor
-from webapp.domain.disputes import report_dispute, resolve_dispute
-from webapp.domain.results import record_match_result
+from webapp.domain.disputes import resolve_dispute
 from webapp.models import (
     ActivityEvent,
     AuditEntry,
@@ -28,15 +27,9 @@ ALLOWED = ("admin", "trust_safety")
 
 
 @pytest.fixture
-def disputed(session, make_player, make_tournament, make_match):
+def disputed(make_disputed_match):
     """alice beat bob; bob's report put the match in the queue."""
-    alice, bob = make_player("alice"), make_player("bob")
-    match = make_match(make_tournament("Autumn Cup"), alice, bob, winner="a")
-    with unit_of_work(session):
-        record_match_result(session, match.id)
-    with unit_of_work(session):
-        case = report_dispute(session, Actor(None), match.id, "the score was entered the wrong way round",
-                              reporter=bob.public_id).dispute
+    match, case, alice, bob = make_disputed_match("the score was entered the wrong way round")
     return {"match": match, "case": case.id, "alice": alice, "bob": bob}
 
 
