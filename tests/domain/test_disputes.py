@@ -354,6 +354,85 @@ def test_the_final_carries_the_tournament_win_to_the_corrected_winner(
     assert not find_drift(session).drifts
 
 
+def test_a_void_final_leaves_the_result_void_and_resolving_it_again_restores_a_winner(
+    session, make_player, make_tournament, make_match, make_registration, make_result, staff
+):
+    from tests.jobs.test_backfill import run_backfill
+
+    alice, bob, carol = make_player("alice"), make_player("bob"), make_player("carol")
+    cup = make_tournament()
+    for player in (alice, bob, carol):
+        make_registration(cup, player)
+    final = recorded(session, make_match(cup, alice, bob, winner="a", is_final=True, round="F"))
+    result = make_result(cup, alice)
+    with unit_of_work(session):
+        session.add_all([Placement(result_id=result.id, place=1, player_id=alice.id),
+                         Placement(result_id=result.id, place=2, player_id=bob.id),
+                         Placement(result_id=result.id, place=3, player_id=carol.id)])
+        record_tournament_result(session, cup.id)
+    assert run_backfill(session).status == "succeeded"
+    report(session, final)
+
+    plan = plan_resolution(session, final.id, "void")
+    assert plan.tournament_winner_before == (alice.id, None) and plan.tournament_winner_after is None
+    resolve(session, staff, final, "void")
+
+    session.expire_all()
+    voided = session.get(TournamentResult, result.id)
+    assert (voided.status, voided.winner_player_id, voided.winner_team_id) == ("void", None, None)
+    assert sorted((p.place, p.player_id) for p in session.scalars(select(Placement))) == [
+        (2, alice.id), (2, bob.id), (3, carol.id)]
+    # A void match was not played, and nobody won the tournament.
+    assert stats(session, alice) == stats(session, bob) == {"tournaments_completed": 1,
+                                                            "tournaments_played": 1}
+    assert not find_drift(session).drifts
+
+    # Nothing that reads the result again gives the void result a winner.
+    events_before = session.scalar(select(func.count()).select_from(ActivityEvent))
+    with unit_of_work(session):
+        assert record_tournament_result(session, cup.id).recorded == []
+    run = run_backfill(session)
+    assert run.status == "succeeded", run.error
+    assert session.scalar(select(func.count()).select_from(ActivityEvent)) == events_before
+
+    report(session, final, reason="the replay shows bob won the final")
+    again = plan_resolution(session, final.id, "b")
+    assert again.tournament_winner_before is None and again.tournament_winner_after == (bob.id, None)
+    outcome = resolve(session, staff, final, "b")
+
+    session.expire_all()
+    decided = session.get(TournamentResult, result.id)
+    assert (decided.status, decided.winner_player_id, decided.winner_team_id) == ("decided", bob.id, None)
+    assert sorted((p.place, p.player_id) for p in session.scalars(select(Placement))) == [
+        (1, bob.id), (2, alice.id), (3, carol.id)]
+    wins = session.scalars(select(ActivityEvent).where(ActivityEvent.event_type == "tournament_won",
+                                                       ActivityEvent.player_id == bob.id)).all()
+    assert [(w.source_model, w.source_id) for w in wins] == [("match_resolution", outcome.resolution.id)]
+    assert stats(session, bob) == {"matches_played": 1, "matches_won": 1, "tournaments_completed": 1,
+                                   "tournaments_played": 1, "tournaments_won": 1,
+                                   "solo_tournament_wins": 1}
+    assert stats(session, alice) == {"matches_played": 1, "matches_lost": 1, "tournaments_completed": 1,
+                                     "tournaments_played": 1}
+    assert not find_drift(session).drifts
+
+    events_before = session.scalar(select(func.count()).select_from(ActivityEvent))
+    run = run_backfill(session)
+    assert run.status == "succeeded", run.error
+    assert session.scalar(select(func.count()).select_from(ActivityEvent)) == events_before
+    assert not find_drift(session).drifts
+
+
+def test_a_void_result_must_name_nobody_and_a_decided_one_exactly_one_winner(
+    session, make_player, make_tournament
+):
+    alice, cup = make_player(), make_tournament()
+    for status, winner in (("void", alice.id), ("decided", None)):
+        with pytest.raises(Conflict, match="winner_unless_void"), unit_of_work(session):
+            session.add(TournamentResult(tournament_id=cup.id, status=status, winner_player_id=winner,
+                                         decided_at=T0))
+            session.flush()
+
+
 # Repetition, concurrency and bad input.
 
 

@@ -901,11 +901,13 @@ def parity_check(session: Session, run_id: int) -> ParityReport:
             .group_by(played_col, decided_col, events.c.event_type)
         )
     }
+    # A void result (its final voided by a resolution) names no winner to give a win to.
+    decided_result = TournamentResult.status == "decided"
     results = (
         session.scalar(
             select(func.count())
             .select_from(TournamentResult)
-            .where(*scope.conditions(TournamentResult.tournament_id))
+            .where(decided_result, *scope.conditions(TournamentResult.tournament_id))
         )
         or 0
     )
@@ -921,6 +923,7 @@ def parity_check(session: Session, run_id: int) -> ParityReport:
             )
             .where(
                 events.c.event_type == "tournament_won",
+                decided_result,
                 *scope.conditions(TournamentResult.tournament_id),
             )
         )

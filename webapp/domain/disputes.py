@@ -11,7 +11,8 @@ plus the events of earlier resolutions) and records the corrected outcome as
 new events sourced from the resolution row, so every resolution's events are
 distinct under the idempotency key and a match can be resolved again later.
 When the match is the final of a tournament that awards a winner, the
-tournament's win follows in the same way.
+tournament's win follows in the same way, and so does its result: a void final
+leaves the result void, naming nobody, until the final is resolved to a winner.
 
 Resolving is plan, preview, apply: ``plan_resolution`` works out every event
 and every stat change without writing; the preview shows that plan; and
@@ -368,7 +369,7 @@ def _plan(session: Session, match: Match, outcome: str, expected_version: int | 
 
     winner_before = winner_after_entrant = None
     if final is not None:
-        winner_before = (final.winner_player_id, final.winner_team_id)
+        winner_before = None if final.is_void else (final.winner_player_id, final.winner_team_id)
         winner_after_entrant = match.side_entrant(winner_after) if winner_after else None
         won = _effective_tournament_wins(session, tournament.id)
         wins: list[PlannedEvent] = []
@@ -601,7 +602,7 @@ def resolve_dispute(session: Session, actor: Actor, match_id: int, outcome: str,
     dispute = session.get(Dispute, plan.dispute_id)
     dispute.status = "resolved"
     dispute.closed_at = resolution.resolved_at
-    if plan.tournament_winner_after is not None:
+    if plan.tournament_result_id is not None:
         _move_tournament_win(session, plan)
     session.flush()
 
@@ -617,20 +618,35 @@ def resolve_dispute(session: Session, actor: Actor, match_id: int, outcome: str,
 
 
 def _move_tournament_win(session: Session, plan: ResolutionPlan) -> None:
-    """Name the final's corrected winner on the tournament result and its placements."""
+    """Name the final's corrected winner, or nobody for a void final, on the result and its placements.
+
+    Placements move by place, never by entrant: the new winner takes first
+    place and whoever held it takes the new winner's old place. A void final
+    puts the old winner second beside the other finalist (neither won), so
+    resolving it again only has to lift the new winner back to first.
+    """
     result = session.get(TournamentResult, plan.tournament_result_id)
-    old = (result.winner_player_id, result.winner_team_id)
     new = plan.tournament_winner_after
-    if old == new:
-        return
-    result.winner_player_id, result.winner_team_id = new
+    if new is None:
+        result.status = "void"
+        result.winner_player_id = result.winner_team_id = None
+    else:
+        result.status = "decided"
+        result.winner_player_id, result.winner_team_id = new
     placements = list(session.scalars(select(Placement).where(Placement.result_id == result.id)))
     first = next((p for p in placements if p.place == 1), None)
+    if new is None:
+        if first is not None:
+            first.place = 2
+        return
     runner = next((p for p in placements if (p.player_id, p.team_id) == new), None)
-    if first is not None:
-        if runner is not None:
-            runner.player_id, runner.team_id = old
-        first.player_id, first.team_id = new
+    if runner is None:
+        if first is not None:
+            first.player_id, first.team_id = new
+    elif runner is not first:
+        if first is not None:
+            first.place = runner.place
+        runner.place = 1
 
 
 def _stats_json(stats: dict[tuple[int, str], dict[str, int]]) -> dict[str, Any]:

@@ -166,10 +166,15 @@ def _entry_events(registration: Registration, tournament: Tournament, roster: Te
 def tournament_result_events(result: TournamentResult, tournament: Tournament,
                              registrations: Sequence[Registration], roster: TeamRoster, *,
                              origin: str = "live", origin_id: int | None = None) -> list[NewEvent]:
-    """Return tournament_won for the winner and tournament_completed for everyone who played."""
+    """Return tournament_won for the winner and tournament_completed for everyone who played.
+
+    A void result (its final voided by a dispute resolution) has no winner: only completions.
+    """
     if not tournament.awards_winner:
         raise Invalid(f"tournament {tournament.id} is a team competition that nobody wins")
     at = result.decided_at
+    winners = [] if result.is_void else roster.entrant_players(
+        result.winner_player_id, result.winner_team_id, at)
     events = [
         NewEvent(
             player_id=player_id,
@@ -183,7 +188,7 @@ def tournament_result_events(result: TournamentResult, tournament: Tournament,
             tournament_id=tournament.id,
             metadata={"is_team_win": result.winner_team_id is not None},
         )
-        for player_id in roster.entrant_players(result.winner_player_id, result.winner_team_id, at)
+        for player_id in winners
     ]
     events.extend(completion_events(tournament, registrations, roster, at, origin=origin, origin_id=origin_id))
     return events

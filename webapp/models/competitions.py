@@ -33,6 +33,14 @@ def _one_of(player_column: str, team_column: str) -> str:
     )
 
 
+RESULT_STATUSES = ("decided", "void")
+# A decided result names exactly one winner, a player or a team; a void one names nobody.
+WINNER_UNLESS_VOID = (
+    f"(status = 'decided' AND ({_one_of('winner_player_id', 'winner_team_id')}))"
+    " OR (status = 'void' AND winner_player_id IS NULL AND winner_team_id IS NULL)"
+)
+
+
 class Tournament(CreatedAtMixin, Base):
     __tablename__ = "tournaments"
 
@@ -119,19 +127,29 @@ class Match(CreatedAtMixin, Base):
 
 
 class TournamentResult(CreatedAtMixin, Base):
-    """The outcome of a tournament: its winner, decided at a point in time."""
+    """The outcome of a tournament: its winner, decided at a point in time.
+
+    A result is 'void' while a dispute resolution has voided the tournament's
+    final: nobody won, until the final is resolved to a winner again.
+    """
 
     __tablename__ = "tournament_results"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tournament_id: Mapped[int] = mapped_column(ForeignKey("tournaments.id"), unique=True)
+    status: Mapped[str] = mapped_column(String(8), default="decided", server_default="decided")
     winner_player_id: Mapped[int | None] = mapped_column(ForeignKey("players.id"))
     winner_team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"))
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        CheckConstraint(_one_of("winner_player_id", "winner_team_id"), name="one_winner"),
+        CheckConstraint(_in("status", RESULT_STATUSES), name="status_known"),
+        CheckConstraint(WINNER_UNLESS_VOID, name="winner_unless_void"),
     )
+
+    @property
+    def is_void(self) -> bool:
+        return self.status == "void"
 
 
 class Placement(Base):
