@@ -417,3 +417,10 @@ def make_disputed_match(session, make_player, make_tournament, make_match):
         return match, dispute, alice, bob
 
     return make
+
+
+@pytest.fixture
+def storage_in_tmp_path(app, tmp_path, monkeypatch):
+    """Archive files and GDPR exports written under the test's own folder."""
+    monkeypatch.setitem(app.config, "ARCHIVE_URL", str(tmp_path / "cold"))
+    monkeypatch.setitem(app.config, "GDPR_EXPORT_URL", str(tmp_path / "exports"))

@@ -21,13 +21,9 @@ from webapp.models.staff import ROLES
 from webapp.transaction import unit_of_work
 from webapp.web.admin.gdpr_exports import LINK_SALT
 
+pytestmark = pytest.mark.usefixtures("storage_in_tmp_path")
+
 EXPORT_ROLES = ("privacy", "admin")
-
-
-@pytest.fixture(autouse=True)
-def export_folder(app, tmp_path, monkeypatch):
-    monkeypatch.setitem(app.config, "GDPR_EXPORT_URL", str(tmp_path / "exports"))
-    monkeypatch.setitem(app.config, "ARCHIVE_URL", str(tmp_path / "cold"))
 
 
 @pytest.fixture
@@ -57,8 +53,8 @@ def count(session, model, *where) -> int:
 
 
 def links(html: str) -> dict[str, str]:
-    return dict((kind, href) for href, kind in
-                re.findall(r'href="([^"]+)" data-testid="download-(json|csv|manifest)"', html))
+    found = re.findall(r'href="([^"]+)" data-testid="download-(json|csv|manifest)"', html)
+    return {kind: href for href, kind in found}
 
 
 @pytest.fixture

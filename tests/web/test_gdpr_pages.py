@@ -17,13 +17,9 @@ from webapp.models.base import utcnow
 from webapp.models.staff import ROLES
 from webapp.transaction import unit_of_work
 
+pytestmark = pytest.mark.usefixtures("storage_in_tmp_path")
+
 GDPR_ROLES = ("privacy", "admin")
-
-
-@pytest.fixture(autouse=True)
-def archive_folder(app, tmp_path, monkeypatch):
-    monkeypatch.setitem(app.config, "ARCHIVE_URL", str(tmp_path / "cold"))
-    monkeypatch.setitem(app.config, "GDPR_EXPORT_URL", str(tmp_path / "exports"))
 
 
 @pytest.fixture
