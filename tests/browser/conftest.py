@@ -23,6 +23,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -36,6 +37,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from tests.conftest import STAFF_PASSWORD
 from webapp.config import PROJECT_ROOT
 from webapp.extensions import limiter
+from webapp.jobs.queue import start_in_process_consumer
 
 CHROMIUM = os.environ.get("TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -208,3 +210,16 @@ def _is_favicon_miss(message) -> bool:
     # Chromium asks for /favicon.ico on its own, at a moment of its choosing, and the
     # app serves none yet: counting that 404 would make every console check flaky.
     return urlsplit(message.location.get("url") or "").path == "/favicon.ico"
+
+
+@contextmanager
+def queue_consumer(app: Flask) -> Iterator:
+    """Run a queue consumer for ``app`` beside the live server, on a queue no other test left tasks in."""
+    huey = app.extensions["huey"]
+    huey.flush()  # no task left over by another test may pick up this test's run ids
+    consumer = start_in_process_consumer(app, workers=1)
+    try:
+        yield consumer
+    finally:
+        consumer.stop(graceful=True)
+        huey.flush()

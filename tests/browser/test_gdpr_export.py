@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.conftest import queue_consumer
 from webapp.domain import gdpr_requests
 from webapp.domain.audit import Actor
 from webapp.domain.recording import NewEvent, record_events
-from webapp.jobs.queue import start_in_process_consumer
 from webapp.transaction import unit_of_work
 
 # Long enough to download under load, short enough to wait out in a test.
@@ -34,12 +34,8 @@ def workers(live_server, tmp_path, monkeypatch):
     monkeypatch.setitem(app.config, "GDPR_EXPORT_URL", str(tmp_path / "exports"))
     monkeypatch.setitem(app.config, "ARCHIVE_URL", str(tmp_path / "cold"))
     monkeypatch.setitem(app.config, "GDPR_EXPORT_LINK_MAX_AGE_SECONDS", LINK_SECONDS)
-    huey = app.extensions["huey"]
-    huey.flush()  # no task left over by another test may pick up this test's run ids
-    consumer = start_in_process_consumer(app, workers=1)
-    yield consumer
-    consumer.stop(graceful=True)
-    huey.flush()
+    with queue_consumer(app) as consumer:
+        yield consumer
 
 
 @pytest.fixture

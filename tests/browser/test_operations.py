@@ -14,9 +14,9 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import func, select
 
+from tests.browser.conftest import queue_consumer
 from webapp.domain import backfill
 from webapp.domain.backfill import BackfillScope
-from webapp.jobs.queue import start_in_process_consumer
 from webapp.models import ActivityEvent, JobRun
 
 # Long enough that the bar is seen between 0 and 100, short enough for a quick test.
@@ -32,12 +32,8 @@ def workers(live_server, monkeypatch):
     monkeypatch.setitem(app.config, "BACKFILL_PAUSE_SECONDS", PAUSE_SECONDS)
     # The browser's own requests (assets, polling) must not trip the request-rate safeguard here.
     monkeypatch.setitem(app.config, "BACKFILL_MAX_REQUEST_RATE", 1_000_000.0)
-    huey = app.extensions["huey"]
-    huey.flush()  # no task left over by another test may pick up this test's run ids
-    consumer = start_in_process_consumer(app, workers=1)
-    yield consumer
-    consumer.stop(graceful=True)
-    huey.flush()
+    with queue_consumer(app) as consumer:
+        yield consumer
 
 
 @pytest.fixture
