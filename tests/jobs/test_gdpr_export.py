@@ -18,6 +18,7 @@ from webapp.database import begin_snapshot
 from webapp.domain import archive, gdpr_export, gdpr_requests
 from webapp.domain.audit import SYSTEM, Actor
 from webapp.domain.errors import Conflict, Forbidden
+from webapp.domain.export_encoding import EventEncoder
 from webapp.domain.gdpr_requests import IdentityNotVerified
 from webapp.domain.recording import NewEvent, record_events
 from webapp.domain.timeline import names_and_reversal_links
@@ -373,3 +374,23 @@ def test_the_export_presents_events_exactly_as_the_owner_sees_them_with_others_b
     for event in events:
         assert presenter.present(event) == gdpr_export.redacted_for_export(
             event, names, reversed_by.get(event.id))
+
+
+def test_each_event_is_written_as_its_presented_view_encoded(session, history, archive_url):
+    alice = history["alice"]
+    hot = list(gdpr_export._hot_events(session, alice.id))
+    cold = list(gdpr_export._archived_events(
+        session, alice.id, archive.ArchiveStorage(archive_url),
+        gdpr_export.archived_event_total(session, alice.id)))
+    presenter = gdpr_export.ExportPresenter(
+        reversed_by=gdpr_export.reversal_links_of(session, alice.id))
+    presenter.learn(session, hot + cold)
+    session.rollback()
+    encoder = EventEncoder(presenter.names, presenter.reversed_by)
+    assert hot and cold
+
+    for event, archived in [(e, False) for e in hot] + [(e, True) for e in cold]:
+        presented = presenter.present(event)
+        assert presented["archived"] is archived
+        assert encoder.encode(event, archived) == (
+            gdpr_export._dumps(presented), gdpr_export._csv_row(presented))
