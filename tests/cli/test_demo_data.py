@@ -234,6 +234,34 @@ def test_every_disputed_match_waits_in_the_dispute_queue_with_its_report(demo):
     assert all(len(item.reports) == 1 and item.reports[0].reporter for item in queue)
 
 
+def test_the_privacy_queue_holds_an_overdue_verified_export_and_a_new_erasure(demo_app, demo):
+    from webapp.domain.gdpr_requests import list_requests, overdue
+    from webapp.domain.staff import demo_account_email
+    from webapp.models import StaffUser
+
+    now = datetime.now(UTC)
+    requests = {r.kind: r for r in list_requests(demo, now=now)}
+    export, erasure = requests["export"], requests["erasure"]
+    assert (export.status, export.received_at) == ("verified", DEFAULT_AS_OF - timedelta(days=40))
+    assert export.identity_verification and export.verified_at is not None
+    assert [r.id for r in overdue(demo, now=now)] == [export.id]
+    assert (erasure.status, erasure.verified_at) == ("open", None)
+    assert erasure.received_at == DEFAULT_AS_OF - timedelta(days=2)
+    assert export.player_id != erasure.player_id
+    privacy = demo.scalars(select(StaffUser).where(StaffUser.email == demo_account_email("privacy"))).one()
+    assert export.handled_by_id == erasure.handled_by_id == privacy.id
+    assert re.search(r"GDPR requests +2  \(export verified, erasure open\)\n",
+                     demo_app.config["DEMO_OUTPUT"])
+
+
+def test_the_monitoring_charts_show_the_demo_events_without_waiting_for_the_periodic_fold(demo):
+    from webapp.domain.monitoring import event_volume, time_range
+
+    events = demo.scalar(select(func.count()).select_from(ActivityEvent))
+    for key in ("24h", "30d", "90d"):
+        assert event_volume(demo, time_range(key)).total == events, key
+
+
 def test_no_show_and_withdrawn_entrants_never_take_part(demo):
     absent = demo.scalars(
         select(Registration.id).where(Registration.status.in_(("no_show", "withdrawn")))

@@ -149,6 +149,8 @@ def _print_summary(
     for label, counts in (("registrations", summary.registrations), ("matches", summary.matches)):
         detail = ", ".join(f"{count:,} {name}" for name, count in counts.items())
         click.echo(f"  {label:<22} {sum(counts.values()):>10,}  ({detail})")
+    requests = ", ".join(f"{kind} {status}" for kind, status in summary.gdpr_requests)
+    click.echo(f"  {'GDPR requests':<22} {len(summary.gdpr_requests):>10,}  ({requests})")
     click.secho(f"  {'events recorded':<22} {summary.events_recorded:>10,}", fg="cyan")
     for name, count in summary.events_by_type.items():
         click.echo(f"    {name:<26} {count:>8,}")

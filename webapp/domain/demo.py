@@ -32,9 +32,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from webapp.domain.audit import SYSTEM
+from webapp.domain import gdpr_requests
+from webapp.domain.audit import SYSTEM, Actor
 from webapp.domain.disputes import report_dispute
 from webapp.domain.errors import Conflict, Invalid
+from webapp.domain.monitoring import fold_event_volume
 from webapp.domain.recording import NewEvent, record_events
 from webapp.domain.results import (
     TeamRoster,
@@ -42,6 +44,7 @@ from webapp.domain.results import (
     registration_events,
     tournament_result_events,
 )
+from webapp.domain.staff import create_staff, demo_account_email
 from webapp.models import (
     Match,
     Placement,
@@ -52,7 +55,9 @@ from webapp.models import (
     Tournament,
     TournamentResult,
 )
+from webapp.models.base import utcnow
 from webapp.models.players import format_public_id
+from webapp.models.staff import StaffUser
 
 DEFAULT_SEED = 2026
 DEFAULT_AS_OF = datetime(2026, 11, 1, tzinfo=UTC)
@@ -201,6 +206,8 @@ class DemoSummary:
     tournament_results: int
     events_recorded: int
     events_by_type: dict[str, int] = field(default_factory=dict)
+    # GDPR request kind -> its status, as the privacy queue shows them.
+    gdpr_requests: list[tuple[str, str]] = field(default_factory=list)
 
 
 # The plan: records referring to each other by position in their lists, before any id exists.
@@ -322,6 +329,10 @@ def generate_demo_data(
             by_type.update(o.key[1] for o in outcome.recorded)
             report("events", min(start + batch_size, len(facts)), len(facts))
         _open_dispute_cases(session)
+        gdpr = _open_gdpr_requests(session, as_of.astimezone(UTC))
+    # The monitoring charts read rollups a periodic task folds every minute: fold
+    # once now, so they show the demo's events as soon as the dashboard starts.
+    fold_event_volume(session)
 
     return DemoSummary(
         players=len(plan.players),
@@ -335,6 +346,7 @@ def generate_demo_data(
         tournament_results=len(plan.results),
         events_recorded=sum(by_type.values()),
         events_by_type=dict(sorted(by_type.items())),
+        gdpr_requests=gdpr,
     )
 
 
@@ -357,6 +369,35 @@ def _open_dispute_cases(session: Session) -> None:
     for n, (match_id, public_id, team_name) in enumerate(rows):
         report_dispute(session, SYSTEM, match_id, DISPUTE_REASONS[n % len(DISPUTE_REASONS)],
                        reporter=(public_id or team_name or "")[:100] or None)
+
+
+def _open_gdpr_requests(session: Session, as_of: datetime) -> list[tuple[str, str]]:
+    """Give the privacy queue work: an overdue export with the identity verified, a new erasure.
+
+    Handled by the privacy demo account (``flask staff demo-accounts`` sets its
+    password). Requests cannot be received in the future, so a later ``as_of``
+    counts from now.
+    """
+    email = demo_account_email("privacy")
+    staff = session.scalars(select(StaffUser).where(StaffUser.email == email)).first()
+    if staff is None:
+        staff = create_staff(session, SYSTEM, email, ["privacy"]).staff
+    actor = Actor(staff_id=staff.id, ip_address=None)
+    anchor = min(as_of, utcnow())
+    exporter, eraser = session.scalars(
+        select(Player.public_id).where(Player.is_tombstone.is_(False), Player.erased_at.is_(None))
+        .order_by(Player.id).limit(2)
+    ).all()
+
+    export = gdpr_requests.open_request(session, actor, "export", exporter,
+                                        received_at=anchor - timedelta(days=40))
+    gdpr_requests.record_identity_verification(
+        session, actor, export.id, "Signed in to the platform account and confirmed by email")
+    gdpr_requests.add_note(session, actor, export.id,
+                           "Past the 30-day deadline: export and send the bundle today.")
+    erasure = gdpr_requests.open_request(session, actor, "erasure", eraser,
+                                         received_at=anchor - timedelta(days=2))
+    return [(export.kind, export.status), (erasure.kind, erasure.status)]
 
 
 @contextmanager

@@ -104,6 +104,11 @@ def record_sign_in(session: Session, staff: StaffUser, ip_address: str | None) -
 DEMO_EMAIL_DOMAIN = "demo.activity-ops.test"
 
 
+def demo_account_email(role: str) -> str:
+    """Return the email of the demo account of ``role``."""
+    return f"{role.replace('_', '-')}@{DEMO_EMAIL_DOMAIN}"
+
+
 def ensure_demo_accounts(session: Session, actor: Actor) -> list[tuple[str, str, str]]:
     """Give every role a demo account with a freshly generated password.
 
@@ -112,7 +117,7 @@ def ensure_demo_accounts(session: Session, actor: Actor) -> list[tuple[str, str,
     """
     accounts = []
     for role in ROLES:
-        email = f"{role.replace('_', '-')}@{DEMO_EMAIL_DOMAIN}"
+        email = demo_account_email(role)
         password = secrets.token_urlsafe(12)
         staff = session.scalars(select(StaffUser).where(StaffUser.email == email)).first()
         if staff is None:
