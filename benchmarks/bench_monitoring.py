@@ -26,7 +26,6 @@ import argparse
 import random
 import re
 import sqlite3
-import statistics
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -37,9 +36,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import psycopg
-import sqlalchemy as sa
-from flask_migrate import upgrade
 
+from benchmarks._support import migrated_app, percentiles, scratch_database, sqlite_time
 from webapp import create_app
 from webapp.config import TestConfig
 from webapp.domain import monitoring
@@ -53,7 +51,6 @@ from webapp.web.charts import CHARTS
 
 SQLITE_PATH = Path("/tmp/activity-ops-bench-monitoring.sqlite3")
 PG_NAME = "activity_ops_bench_monitoring"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PASSWORD = "benchmark password, long enough"
 EVENT_TYPES = ("match_won", "match_lost", "match_won", "match_lost", "tournament_checked_in",
                "match_won_reversed")
@@ -62,10 +59,6 @@ RAW_SQL = (
     "SELECT bucket, event_type, sum(settled + pending) FROM monitoring_event_volume"
     " WHERE grain = {p} AND bucket BETWEEN {p} AND {p} GROUP BY bucket, event_type"
 )
-
-
-def sqlite_time(value: datetime) -> str:
-    return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def generate_events(args, now: datetime):
@@ -160,25 +153,8 @@ def add_history(app, args, now: datetime) -> None:
 
 
 def prepare(backend: str, args, now: datetime) -> str:
-    if backend == "sqlite":
-        url = f"sqlite:///{SQLITE_PATH}"
-        if not args.reuse and SQLITE_PATH.exists():
-            SQLITE_PATH.unlink()
-    else:
-        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_NAME}"
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_NAME,)).fetchone()
-            if exists and not args.reuse:
-                admin.execute(f'DROP DATABASE "{PG_NAME}" WITH (FORCE)')
-                exists = None
-            if not exists:
-                admin.execute(f'CREATE DATABASE "{PG_NAME}"')
-    app = create_app(TestConfig(), overrides={"SQLALCHEMY_DATABASE_URI": url})
-    with app.app_context():
-        upgrade()
-        with db.engine.connect() as conn:
-            count = conn.scalar(sa.text("SELECT count(*) FROM activity_events"))
-        db.engine.dispose()
+    url = scratch_database(backend, SQLITE_PATH, PG_NAME, reuse=args.reuse)
+    app, count = migrated_app(url)
     if count != args.events:
         if count:
             raise SystemExit(f"{backend}: the scratch database holds {count:,} events; run without --reuse")
@@ -193,12 +169,6 @@ def prepare(backend: str, args, now: datetime) -> str:
     with app.app_context():
         db.engine.dispose()
     return url
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
-    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "mean": statistics.fmean(ordered) * 1000}
 
 
 def bench_raw(backend: str, url: str, args, now: datetime) -> dict[str, dict[str, float]]:

@@ -32,7 +32,6 @@ import argparse
 import json
 import random
 import sqlite3
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -45,8 +44,9 @@ if str(ROOT) not in sys.path:
 
 import psycopg
 import sqlalchemy as sa
-from flask_migrate import upgrade
 
+from benchmarks._support import migrated_app, scratch_database, sqlite_time
+from benchmarks._support import percentiles as latency_percentiles
 from webapp import create_app
 from webapp.config import TestConfig
 from webapp.domain.players import search_players
@@ -57,7 +57,6 @@ from webapp.models import Player
 
 SQLITE_PATH = Path("/tmp/activity-ops-bench-timeline.sqlite3")
 PG_NAME = "activity_ops_bench_timeline"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 START = datetime(2019, 1, 1, tzinfo=UTC)
 
 RAW_SQL = (
@@ -71,10 +70,6 @@ RAW_FIRST_SQL = (
     " origin_id, team_id, tournament_id, is_private, metadata, reverses_event_id"
     " FROM activity_events WHERE player_id = {p} ORDER BY occurred_at DESC, id DESC LIMIT {p}"
 )
-
-
-def sqlite_time(value: datetime) -> str:
-    return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def generate_events(
@@ -248,27 +243,8 @@ def load_sqlite(path: Path, args) -> None:
 
 def prepare(backend: str, args) -> str:
     """Return the URL of a loaded database, loading it if needed."""
-    if backend == "sqlite":
-        url = f"sqlite:///{SQLITE_PATH}"
-        if not args.reuse and SQLITE_PATH.exists():
-            SQLITE_PATH.unlink()
-    else:
-        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_NAME}"
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            exists = admin.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (PG_NAME,)
-            ).fetchone()
-            if exists and not args.reuse:
-                admin.execute(f'DROP DATABASE "{PG_NAME}" WITH (FORCE)')
-                exists = None
-            if not exists:
-                admin.execute(f'CREATE DATABASE "{PG_NAME}"')
-    app = create_app(TestConfig(), overrides={"SQLALCHEMY_DATABASE_URI": url})
-    with app.app_context():
-        upgrade()
-        with db.engine.connect() as conn:
-            count = conn.scalar(sa.text("SELECT count(*) FROM activity_events"))
-        db.engine.dispose()
+    url = scratch_database(backend, SQLITE_PATH, PG_NAME, reuse=args.reuse)
+    _app, count = migrated_app(url)
     if count != args.events:
         if count:
             raise SystemExit(
@@ -285,16 +261,8 @@ def prepare(backend: str, args) -> str:
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    cpu = cpu_per_page[-1] * 1000
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-    return {
-        "p50": pick(0.50),
-        "p95": pick(0.95),
-        "p99": pick(0.99),
-        "mean": statistics.fmean(ordered) * 1000,
-        "cpu": cpu,
-    }
+    """Return the latency percentiles of ``samples`` with the CPU time per page last measured."""
+    return {**latency_percentiles(samples), "cpu": cpu_per_page[-1] * 1000}
 
 
 def sample_positions(backend: str, url: str, args) -> list[tuple[int, tuple[datetime, int] | None]]:
