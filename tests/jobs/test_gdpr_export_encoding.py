@@ -91,3 +91,13 @@ def test_the_collector_is_back_on_after_encoding_even_when_it_fails():
         assert not gc.isenabled()
         raise RuntimeError("stopped mid-export")
     assert gc.isenabled()
+
+
+def test_stored_times_read_back_in_utc_with_or_without_an_offset_in_the_text():
+    stored = gdpr_export._StoredUTC()
+    read = [stored.process_result_value(text, None) for text in (
+        "2024-01-01 00:01:00.000250", "2024-01-01 00:01:00", "2024-01-01T02:01:00+02:00")]
+    assert [t.isoformat() for t in read] == [
+        "2024-01-01T00:01:00.000250+00:00", "2024-01-01T00:01:00+00:00",
+        "2024-01-01T00:01:00+00:00"]
+    assert all(t.tzinfo is UTC for t in read)
