@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select, text
@@ -19,33 +15,6 @@ from webapp.jobs.reconcile import run_reconciliation
 from webapp.jobs.runner import execute_run
 from webapp.models.jobs import AlertDelivery
 from webapp.transaction import unit_of_work
-
-
-class WebhookReceiver:
-    """A local HTTP server that records every JSON POST and answers with ``status``."""
-
-    def __init__(self) -> None:
-        self.received: list[dict] = []
-        self.status = 200
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append(json.loads(body))
-                self.send_response(receiver.status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Mailbox:
@@ -63,16 +32,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-@pytest.fixture
-def webhook(app):
-    receiver = WebhookReceiver()
-    previous = app.config.get("ALERT_WEBHOOK_URL")
-    app.config["ALERT_WEBHOOK_URL"] = receiver.url
-    yield receiver
-    app.config["ALERT_WEBHOOK_URL"] = previous
-    receiver.close()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from tests.domain.test_recording import won
-from tests.jobs.test_alerts import deliveries, drift_everyone, webhook  # noqa: F401  (fixture)
+from tests.jobs.test_alerts import deliveries, drift_everyone
 from webapp.domain.alerts import live_events_by_type, volume_drops
 from webapp.domain.recording import record_events
 from webapp.jobs.alerting import check_event_volume, current_settings
