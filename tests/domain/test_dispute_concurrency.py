@@ -50,7 +50,7 @@ def race(submissions: list[dict]) -> list[tuple[str, object]]:
                 outcomes.put(("replayed" if outcome.replayed else "resolved", submission["outcome"]))
             except MatchChanged as exc:
                 outcomes.put(("changed", str(exc)))
-            except Exception:  # reported to the test, which fails on it
+            except Exception:  # noqa: BLE001 - reported to the test, which fails on it
                 outcomes.put(("error", traceback.format_exc()))
 
     threads = [threading.Thread(target=staff_member, args=(s,)) for s in submissions]

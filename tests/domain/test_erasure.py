@@ -127,7 +127,7 @@ def erase(session, first, second, request_id, storage=None):
 def test_erasure_moves_history_to_a_tombstone_and_leaves_no_trace(
     session, league, privacy, second_privacy, storage
 ):
-    alice, bob, carol = league
+    alice, bob, _carol = league
     alice_id = alice.id
     erased = (alice.username, alice.email, alice.public_id)
     others_before = stats_of_others(session, alice_id)
@@ -334,7 +334,7 @@ def _lines(url: str) -> list[dict]:
 def test_archived_events_are_rewritten_to_the_tombstone_and_restore_as_such(
     session, league, privacy, second_privacy, storage
 ):
-    alice, bob, carol = league
+    alice, _bob, _carol = league
     alice_id = alice.id
     others_before = stats_of_others(session, alice_id)
     _archive_everything_older_than_a_day(session, storage.url)
@@ -419,7 +419,7 @@ def test_a_note_naming_the_player_is_scrubbed_from_the_timeline(session, league,
 
 
 def test_a_data_quality_finding_moves_with_the_events(session, league, privacy, second_privacy):
-    alice, bob, _ = league
+    alice, _bob, _ = league
     event = session.scalars(select(ActivityEvent).where(ActivityEvent.player_id == alice.id)).first()
     conflicting = NewEvent(
         player_id=alice.id, event_type=event.event_type, occurred_at=event.occurred_at,
@@ -556,7 +556,7 @@ def test_two_approvers_at_once_erase_once(app, session, league, privacy, make_st
                 start.wait(60)
                 with unit_of_work(own):
                     outcomes.put(("changed" if erase_player(own, actor, request_id).changed else "no-op", ""))
-            except Exception:  # reported to the test, which fails on it
+            except Exception:  # noqa: BLE001 - reported to the test, which fails on it
                 outcomes.put(("error", traceback.format_exc()))
 
     threads = [threading.Thread(target=approve, args=(a,)) for a in approvers]

@@ -36,7 +36,7 @@ def charts_on(html: str) -> set[str]:
 
 
 def figure_of(html: str) -> dict:
-    found = re.search(r'<script type="application/json" data-plotly-figure>(.*?)</script>', html, re.S)
+    found = re.search(r'<script type="application/json" data-plotly-figure>(.*?)</script>', html, re.DOTALL)
     assert found, "no figure JSON in the chart"
     return json.loads(found.group(1))
 
@@ -46,8 +46,8 @@ def number(cell: str) -> float:
 
 
 def table_rows(html: str) -> list[list[str]]:
-    body = re.search(r"<tbody>(.*?)</tbody>", html, re.S).group(1)
-    return [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row) for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+    body = re.search(r"<tbody>(.*?)</tbody>", html, re.DOTALL).group(1)
+    return [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row) for row in re.findall(r"<tr>(.*?)</tr>", body, re.DOTALL)]
 
 
 @pytest.mark.parametrize("role", ROLES)
