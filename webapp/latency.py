@@ -74,7 +74,7 @@ class LatencyRecorder:
         while not self._wake.wait(self.flush_seconds):
             try:
                 self.flush()
-            except Exception:  # noqa: BLE001 - the next flush tries again with the counts kept
+            except Exception:  # the next flush tries again with the counts kept
                 log.exception("could not add latency counts to the rollups")
 
     def flush(self) -> int:
@@ -88,11 +88,10 @@ class LatencyRecorder:
             if not counts:
                 return 0
             try:
-                with self.app.app_context():
-                    with db.engine.connect() as connection:
-                        connection = connection.execution_options(**{WRITE_OPTION: True})
-                        with connection.begin():
-                            add_latency_counts(connection, counts)
+                with self.app.app_context(), db.engine.connect() as connection:
+                    connection = connection.execution_options(**{WRITE_OPTION: True})
+                    with connection.begin():
+                        add_latency_counts(connection, counts)
             except Exception:
                 with self._lock:
                     self._counts.update(counts)  # kept for the next flush

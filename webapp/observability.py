@@ -61,5 +61,5 @@ def observed(operation: str, **details: Any) -> Iterator[dict[str, Any]]:
             # Monitoring must never fail the operation it watches.
             try:
                 subscriber(observation)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S110
                 pass

@@ -369,7 +369,7 @@ ROLLING_WINDOW = timedelta(days=7)
 def drift_trend(session: Session, span: TimeRange, *, now: datetime | None = None) -> DriftSeries:
     """Return players drifted per whole-population reconciliation run, with a 7-day rolling mean, and daily success."""
     now = now or utcnow()
-    first, _last, _step_ = _window(span, now)
+    first, _last, _step = _window(span, now)
     start = bucket_time(first)
     runs = session.execute(
         select(

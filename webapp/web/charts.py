@@ -106,7 +106,7 @@ def _when(moment: datetime, span: TimeRange) -> str:
     return moment.strftime("%Y-%m-%d %H:%M" if span.grain == "minute" else "%Y-%m-%d")
 
 
-def _number(value: float | int | None, digits: int = 0) -> str:
+def _number(value: float | None, digits: int = 0) -> str:
     if value is None:
         return "—"
     if not digits and isinstance(value, int):
