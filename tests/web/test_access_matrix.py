@@ -87,6 +87,19 @@ GDPR_REQUEST_ROUTES = (
 )
 
 
+def assert_only_allowed_roles_act(response, method, url, role, allowed, *, rejected):
+    """Anonymous visitors are sent to sign in, other roles refused; an allowed role is served
+    a page (GET) or has its empty form rejected with one of the ``rejected`` codes."""
+    if role == ANONYMOUS:
+        assert response.status_code == 302 and "/auth/sign-in" in response.headers["Location"], url
+    elif role not in allowed:
+        assert response.status_code == 403, url
+    elif method == "GET":
+        assert response.status_code == 200, url
+    else:
+        assert response.status_code in rejected, url
+
+
 @pytest.mark.parametrize("role", [*ROLES, ANONYMOUS])
 def test_gdpr_request_pages_and_actions_are_for_privacy_and_admin_only(
     client, sign_in, session, make_staff, make_player, role
@@ -107,14 +120,7 @@ def test_gdpr_request_pages_and_actions_are_for_privacy_and_admin_only(
         # Empty fields: an allowed role is refused by validation, so nothing changes either way.
         response = client.open(url, method=method, data={"csrf_token": token, "how": "", "text": "",
                                                          "reason": ""})
-        if role == ANONYMOUS:
-            assert response.status_code == 302 and "/auth/sign-in" in response.headers["Location"], url
-        elif role not in GDPR_ROLES:
-            assert response.status_code == 403, url
-        elif method == "GET":
-            assert response.status_code == 200, url
-        else:
-            assert response.status_code in (400, 409), url
+        assert_only_allowed_roles_act(response, method, url, role, GDPR_ROLES, rejected=(400, 409))
     session.rollback()
     assert get_request(session, request_id).status == "open"
 
@@ -145,14 +151,7 @@ def test_dispute_pages_and_actions_are_for_trust_and_safety_and_admin_only(
     for method, url in routes:
         # Empty fields: an allowed role is refused by validation, so nothing changes either way.
         response = client.open(url, method=method, data={"csrf_token": token, "reason": "", "body": ""})
-        if role == ANONYMOUS:
-            assert response.status_code == 302 and "/auth/sign-in" in response.headers["Location"], url
-        elif role not in DISPUTE_ROLES:
-            assert response.status_code == 403, url
-        elif method == "GET":
-            assert response.status_code == 200, url
-        else:
-            assert response.status_code in (302, 400), url
+        assert_only_allowed_roles_act(response, method, url, role, DISPUTE_ROLES, rejected=(302, 400))
     session.rollback()
     assert session.scalar(select(func.count()).select_from(MatchResolution)) == 0
     assert session.scalar(select(func.count()).select_from(DisputeNote)) == 0
