@@ -45,7 +45,14 @@ for folder in (ROOT, ROOT / "benchmarks"):
 
 import psycopg
 import sqlalchemy as sa
-from bench_core import RESULTS_DIR, _exit_on_terminate, _say, _server_version, build_app, scratch_database
+from bench_core import (
+    RESULTS_DIR,
+    _exit_on_terminate,
+    _say,
+    _server_version,
+    build_app,
+    scratch_database,
+)
 
 TARGET_SECONDS = 3.0
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -271,17 +278,17 @@ def format_table(figures: dict) -> str:
         "",
         "| | min | p50 | max |",
         "| --- | ---: | ---: | ---: |",
-        f"| product export of {figures['events']:,} events (JSON + CSV), s "
-        f"| {p['min']:.3f} | {p['p50']:.3f} | {p['max']:.3f} |",
+        (f"| product export of {figures['events']:,} events (JSON + CSV), s "
+         f"| {p['min']:.3f} | {p['p50']:.3f} | {p['max']:.3f} |"),
         f"| raw driver to JSON, s | {r['min']:.3f} | {r['p50']:.3f} | {r['max']:.3f} |",
         f"| product, client CPU s | {pc['min']:.3f} | {pc['p50']:.3f} | {pc['max']:.3f} |",
         f"| raw driver, client CPU s | {rc['min']:.3f} | {rc['p50']:.3f} | {rc['max']:.3f} |",
         "",
-        f"Ratio product / raw at p50: {figures['ratio_p50']:.1f}x wall, "
-        f"{figures['cpu_ratio_p50']:.1f}x client CPU, over {p['runs']} runs; "
-        f"target < {TARGET_SECONDS:.0f} s: {met}. JSON document {figures['product_json_bytes']:,} bytes.",
-        f"Peak Python memory while exporting: {int(small):,} events {peak_small / 2**20:.1f} MiB, "
-        f"{int(large):,} events {peak_large / 2**20:.1f} MiB.",
+        (f"Ratio product / raw at p50: {figures['ratio_p50']:.1f}x wall, "
+         f"{figures['cpu_ratio_p50']:.1f}x client CPU, over {p['runs']} runs; "
+         f"target < {TARGET_SECONDS:.0f} s: {met}. JSON document {figures['product_json_bytes']:,} bytes."),
+        (f"Peak Python memory while exporting: {int(small):,} events {peak_small / 2**20:.1f} MiB, "
+         f"{int(large):,} events {peak_large / 2**20:.1f} MiB."),
     ])
 
 
