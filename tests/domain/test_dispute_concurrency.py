@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import queue
-import threading
-import traceback
-
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from tests.racing import race
 from webapp.domain.audit import Actor
 from webapp.domain.disputes import MatchChanged, report_dispute, resolve_dispute
 from webapp.domain.reconciliation import find_drift
@@ -33,32 +30,18 @@ def disputed_match(session, make_player, make_tournament, make_match):
     return session.get(Match, match.id), alice, bob
 
 
-def race(submissions: list[dict]) -> list[tuple[str, object]]:
+def race_resolutions(submissions: list[dict]) -> list[tuple[str, object]]:
     """Run each submission in its own thread and session, released together."""
-    engine = db.engine
-    start = threading.Barrier(len(submissions))
-    outcomes: queue.Queue = queue.Queue()
 
-    def staff_member(submission: dict) -> None:
-        with Session(engine) as session:
-            try:
-                session.execute(select(1))
-                session.rollback()
-                start.wait(START_TIMEOUT_S)
-                with unit_of_work(session):
-                    outcome = resolve_dispute(session, Actor(None), **submission)
-                outcomes.put(("replayed" if outcome.replayed else "resolved", submission["outcome"]))
-            except MatchChanged as exc:
-                outcomes.put(("changed", str(exc)))
-            except Exception:  # noqa: BLE001 - reported to the test, which fails on it
-                outcomes.put(("error", traceback.format_exc()))
+    def staff_member(session: Session, submission: dict) -> tuple[str, object]:
+        try:
+            with unit_of_work(session):
+                outcome = resolve_dispute(session, Actor(None), **submission)
+        except MatchChanged as exc:
+            return ("changed", str(exc))
+        return ("replayed" if outcome.replayed else "resolved", submission["outcome"])
 
-    threads = [threading.Thread(target=staff_member, args=(s,)) for s in submissions]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(START_TIMEOUT_S)
-    results = sorted(outcomes.get_nowait() for _ in threads)
+    results = race(db.engine, submissions, staff_member, timeout=START_TIMEOUT_S)
     errors = [detail for status, detail in results if status == "error"]
     assert not errors, "a staff member's request failed:\n" + "\n".join(errors)
     return results
@@ -70,7 +53,7 @@ def test_of_two_staff_resolving_from_the_same_view_one_wins_and_the_other_is_tol
     match, _alice, bob = disputed_match
     seen = {"match_id": match.id, "reason": "evidence", "expected_version": match.version}
 
-    results = race([seen | {"outcome": "b", "token": "staff-1"}, seen | {"outcome": "void", "token": "staff-2"}])
+    results = race_resolutions([seen | {"outcome": "b", "token": "staff-1"}, seen | {"outcome": "void", "token": "staff-2"}])
 
     statuses = [status for status, _detail in results]
     assert statuses == ["changed", "resolved"]
@@ -91,7 +74,7 @@ def test_a_form_submitted_twice_at_once_is_stored_once(app, session, disputed_ma
     submission = {"match_id": match.id, "reason": "evidence", "expected_version": match.version,
                   "outcome": "b", "token": "same-form"}
 
-    results = race([submission, dict(submission)])
+    results = race_resolutions([submission, dict(submission)])
 
     assert [status for status, _detail in results] == ["replayed", "resolved"]
     session.rollback()

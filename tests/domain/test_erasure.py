@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from tests.racing import race
 from webapp.domain import archive
 from webapp.domain.archive import ArchiveStorage
 from webapp.domain.audit import SYSTEM, Actor
@@ -532,12 +533,6 @@ def test_recording_the_players_matches_again_adds_nothing_for_either_row(
 
 
 def test_two_approvers_at_once_erase_once(app, session, league, privacy, make_staff):
-    import queue
-    import threading
-    import traceback
-
-    from sqlalchemy.orm import Session
-
     from webapp.extensions import db
 
     request_id = verified_erasure_request(session, privacy, league[0])
@@ -545,26 +540,12 @@ def test_two_approvers_at_once_erase_once(app, session, league, privacy, make_st
         request_erasure(session, privacy, request_id)
     approvers = [Actor(staff_id=make_staff("privacy").id) for _ in range(2)]
     session.rollback()
-    start = threading.Barrier(len(approvers))
-    outcomes: queue.Queue = queue.Queue()
 
-    def approve(actor: Actor) -> None:
-        with app.app_context(), Session(db.engine) as own:
-            try:
-                own.execute(select(1))
-                own.rollback()
-                start.wait(60)
-                with unit_of_work(own):
-                    outcomes.put(("changed" if erase_player(own, actor, request_id).changed else "no-op", ""))
-            except Exception:  # noqa: BLE001 - reported to the test, which fails on it
-                outcomes.put(("error", traceback.format_exc()))
+    def approve(own, actor: Actor) -> tuple[str, str]:
+        with unit_of_work(own):
+            return ("changed" if erase_player(own, actor, request_id).changed else "no-op", "")
 
-    threads = [threading.Thread(target=approve, args=(a,)) for a in approvers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    results = sorted(outcomes.get_nowait() for _ in threads)
+    results = race(db.engine, approvers, approve, timeout=120, app=app)
     assert [status for status, _ in results] == ["changed", "no-op"], results
     assert session.scalar(select(func.count()).select_from(Player).where(Player.is_tombstone)) == 1
     assert session.scalar(select(func.count()).select_from(AuditEntry).where(
