@@ -143,6 +143,26 @@ def test_opening_a_case_file_records_who_looked_at_it(client, session, sign_in, 
     assert html.count('data-testid="case-viewer"') == 2 and staff.email in html
 
 
+def test_a_case_says_what_counted_before_it_opened(client, session, sign_in, disputed, make_player,
+                                                   make_tournament, make_match):
+    from webapp.domain.disputes import report_dispute
+
+    sign_in("trust_safety")
+    played = client.get(case_url(disputed["case"])).text
+    assert re.search(r'data-testid="case-before">Before the dispute the match was completed '
+                     r'\(side A won\)\.<', played)
+
+    # The platform may send a result it already marks disputed: none of it was ever recorded.
+    match = make_match(make_tournament(), make_player(), make_player(), state="disputed")
+    with unit_of_work(session):
+        session.get(Match, match.id).winner_side = "a"
+        case = report_dispute(session, Actor(staff_id=None), match.id, "contested at the venue").dispute
+    arrived = client.get(case_url(case.id)).text
+    assert re.search(r'data-testid="case-before">The platform sent this match already disputed, with '
+                     r'side A as its winner: no result of it counted before the case was opened\.<', arrived)
+    assert "the match was disputed" not in arrived
+
+
 def test_staff_add_evidence_notes(client, session, sign_in, disputed):
     sign_in("trust_safety")
     page = client.get(case_url(disputed["case"]))
