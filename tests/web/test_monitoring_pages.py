@@ -204,3 +204,20 @@ def test_latency_of_recording_reaches_the_chart_once_the_recorder_flushes(app, s
     assert all(p50 <= p95 <= p99 for _count, p50, p95, p99 in recording)
     names = {trace["name"] for trace in figure_of(html)["data"]}
     assert {"Recording events P50", "Recording events P95", "Recording events P99"} <= names
+
+
+def test_a_day_timed_alone_is_drawn_as_a_point_on_the_latency_chart(app, session, client, sign_in, make_player):
+    alice = make_player("alice")
+    with unit_of_work(session):
+        record_events(session, [won(alice, source_id=1)])
+    assert app.extensions["latency_recorder"].flush() >= 1
+    sign_in("engineer")
+
+    html = client.get(chart_url("latency", "30d")).text
+
+    traces = [t for t in figure_of(html)["data"] if t["name"].startswith("Recording events")]
+    assert traces
+    for trace in traces:
+        # One timed day between untimed ones: a line alone would draw nothing.
+        assert "markers" in trace["mode"], trace["name"]
+        assert sum(value is not None for value in trace["y"]) >= 1

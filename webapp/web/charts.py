@@ -232,9 +232,12 @@ def latency_chart(session: Session, span: TimeRange, **_: Any) -> Chart:
             continue
         for q, values in by_quantile.items():
             data.append({
-                "type": "scatter", "mode": "lines", "connectgaps": False, "x": x, "y": values,
+                # Markers too: a time with no timed neighbour (the first day of a
+                # deployment, an isolated busy minute) has no line to draw.
+                "type": "scatter", "mode": "lines+markers", "connectgaps": False, "x": x, "y": values,
                 "name": f"{OPERATION_LABELS.get(operation, operation)} P{round(q * 100)}",
                 "line": {"color": PALETTE[index % len(PALETTE)], "dash": QUANTILE_DASH[q]},
+                "marker": {"size": 5},
             })
     figure = {"data": data, "layout": _layout(yaxis={"title": {"text": "ms"}, "type": "log"})} \
         if data else _empty("Nothing timed in this range")
