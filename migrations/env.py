@@ -70,7 +70,9 @@ def run_migrations_online():
                         raise RuntimeError(f"migration left rows with broken foreign keys: {broken[:5]}")
         finally:
             if sqlite:
-                connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+                # The pool would hand this connection on with its keys unchecked:
+                # drop it, so the next one is opened (with the keys on) afresh.
+                connection.invalidate()
 
 
 if context.is_offline_mode():

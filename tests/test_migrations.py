@@ -137,3 +137,40 @@ def test_downgrading_to_base_from_head_changes_nothing(backend, fresh_database_u
         assert current_revision(app) == head_revision(app)
         assert table_names(app) == tables_before
         assert event_count(app) == 1
+
+
+def test_stored_results_become_decided_and_their_placements_keep_pointing_at_them(
+    backend, fresh_database_url
+):
+    """The void-results revision copies tournament_results on SQLite, which placements reference."""
+    with app_on_fresh_database(backend, fresh_database_url) as app:
+        with app.app_context():
+            upgrade(revision="e1b7d3f85a54")
+        add_player_with_an_event(app)
+        with app.app_context(), db.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO tournaments (id, name, is_private, is_team_based, awards_winner, "
+                    "starts_at, ends_at, created_at) VALUES (1, 'Cup', false, false, true, :now, :now, :now)"
+                ),
+                {"now": T0},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO tournament_results (id, tournament_id, winner_player_id, decided_at, "
+                    "created_at) VALUES (1, 1, 1, :now, :now)"
+                ),
+                {"now": T0},
+            )
+            conn.execute(sa.text("INSERT INTO placements (id, result_id, place, player_id) VALUES (1, 1, 1, 1)"))
+
+        with app.app_context():
+            upgrade()
+
+        with app.app_context(), db.engine.connect() as conn:
+            assert conn.execute(
+                sa.text("SELECT status, winner_player_id FROM tournament_results")).all() == [("decided", 1)]
+            assert conn.execute(sa.text("SELECT result_id FROM placements")).all() == [(1,)]
+            if backend == "sqlite":
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+                assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
