@@ -163,6 +163,30 @@ def test_a_case_says_what_counted_before_it_opened(client, session, sign_in, dis
     assert "the match was disputed" not in arrived
 
 
+def test_the_preview_of_a_void_final_says_the_tournament_result_becomes_void(
+    client, session, sign_in, make_player, make_tournament, make_match, make_result
+):
+    from webapp.domain.disputes import report_dispute
+    from webapp.domain.results import record_match_result, record_tournament_result
+
+    alice, bob = make_player("alice"), make_player("bob")
+    cup = make_tournament("Winter Cup")
+    final = make_match(cup, alice, bob, winner="a", is_final=True, round="F")
+    make_result(cup, alice)
+    with unit_of_work(session):
+        record_match_result(session, final.id)
+        record_tournament_result(session, cup.id)
+    with unit_of_work(session):
+        case = report_dispute(session, Actor(staff_id=None), final.id, "substitute not registered").dispute
+    sign_in("trust_safety")
+    page = client.get(case_url(case.id)).text
+
+    preview = client.post(case_url(case.id, "/preview"), data=resolve_fields(page, outcome="void")).text
+
+    assert re.search(r'data-testid="preview-tournament">[^<]*its win goes to\s+nobody, and the tournament '
+                     r'result becomes void, naming no winner until the final is resolved again', preview)
+
+
 def test_staff_add_evidence_notes(client, session, sign_in, disputed):
     sign_in("trust_safety")
     page = client.get(case_url(disputed["case"]))
