@@ -96,8 +96,9 @@ def start_over(session, world) -> list[Played]:
         for played in world["matches"]:
             session.execute(update(Match).where(Match.id == played.id).values(
                 state="forfeit" if played.forfeit else "completed", winner_side="a", version=1))
+        # A voided final left the result void.
         session.execute(update(TournamentResult).where(TournamentResult.id == world["result"]).values(
-            winner_player_id=world["winner_player"], winner_team_id=None))
+            status="decided", winner_player_id=world["winner_player"], winner_team_id=None))
     session.expire_all()
     with unit_of_work(session):
         for played in world["matches"]:
