@@ -5,17 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import click
-from flask import Flask, current_app
+from flask import current_app
 
-from webapp.cli.jobs import run_in_foreground
+from webapp.cli.jobs import queue_run, run_in_foreground, safeguards_now
 from webapp.domain import backfill
 from webapp.domain.audit import SYSTEM
-from webapp.domain.backfill import BackfillPreview, BackfillReport, BackfillScope, Safeguards
+from webapp.domain.backfill import BackfillPreview, BackfillReport, BackfillScope
 from webapp.domain.errors import DomainError
 from webapp.extensions import db
-from webapp.jobs.queue import enqueue_run
-from webapp.transaction import after_commit, unit_of_work
-from webapp.web.traffic import current_request_rate
 
 # Exit code of a run that finished but whose parity check flagged differences.
 PARITY_FLAGGED = 3
@@ -40,10 +37,6 @@ def _parse_before(_ctx, _param, value: str | None) -> datetime | None:
 def _fail(message: str, code: int = 1) -> None:
     click.secho(f"error: {message}", fg="red", err=True)
     raise SystemExit(code)
-
-
-def _safeguards(app: Flask, force: bool) -> Safeguards:
-    return backfill.current_safeguards(app.config, current_request_rate(app), force=force)
 
 
 @backfill_group.command("run")
@@ -97,7 +90,7 @@ def run_command(
         click.secho("dry run: nothing was written", fg="green")
         return
 
-    safeguards = _safeguards(app, force)
+    safeguards = safeguards_now(app, force)
     try:
         backfill.check_safeguards(safeguards)
     except DomainError as exc:
@@ -107,24 +100,20 @@ def run_command(
         f"Create {report.events_to_create:,} events in batches of {batch_size:,}?"
     ):
         _fail("not confirmed; nothing was started")
-    try:
-        with unit_of_work(session):
-            run = backfill.start_backfill(
-                session,
-                SYSTEM,
-                scope,
-                safeguards=safeguards,
-                batch_size=batch_size,
-                pause_seconds=app.config["BACKFILL_PAUSE_SECONDS"],
-                # The run's total comes from the dry run above, so the write
-                # transaction reads no source table.
-                dry_run=report,
-            )
-            run_id = run.id
-            if via_queue:
-                after_commit(session, lambda: enqueue_run(app, run_id))
-    except DomainError as exc:
-        _fail(str(exc))
+    run_id = queue_run(
+        lambda session: backfill.start_backfill(
+            session,
+            SYSTEM,
+            scope,
+            safeguards=safeguards,
+            batch_size=batch_size,
+            pause_seconds=app.config["BACKFILL_PAUSE_SECONDS"],
+            # The run's total comes from the dry run above, so the write
+            # transaction reads no source table.
+            dry_run=report,
+        ).id,
+        via_queue=via_queue,
+    )
     if via_queue:
         click.echo(f"backfill run {run_id} queued")
         return
@@ -143,14 +132,12 @@ def run_command(
 def resume_command(run_id: int, force: bool, via_queue: bool) -> None:
     """Resume a failed or cancelled backfill from its last committed batch."""
     app = current_app._get_current_object()
-    session = db.session()
-    try:
-        with unit_of_work(session):
-            backfill.resume_backfill(session, SYSTEM, run_id, safeguards=_safeguards(app, force))
-            if via_queue:
-                after_commit(session, lambda: enqueue_run(app, run_id))
-    except DomainError as exc:
-        _fail(str(exc))
+    queue_run(
+        lambda session: backfill.resume_backfill(
+            session, SYSTEM, run_id, safeguards=safeguards_now(app, force)
+        ).id,
+        via_queue=via_queue,
+    )
     if via_queue:
         click.echo(f"backfill run {run_id} queued")
         return
@@ -185,13 +172,10 @@ def rollback_command(run_id: int, yes: bool, batch_size: int | None, via_queue: 
         click.echo(f"  {event_type:<24} {n:>10,}")
     if not yes and not _confirmed(f"Delete {plan.events:,} events and take their stats back out?"):
         _fail("not confirmed; nothing was deleted")
-    try:
-        with unit_of_work(session):
-            rollback_id = backfill.start_rollback(session, SYSTEM, run_id, batch_size=batch_size).id
-            if via_queue:
-                after_commit(session, lambda: enqueue_run(app, rollback_id))
-    except DomainError as exc:
-        _fail(str(exc))
+    rollback_id = queue_run(
+        lambda session: backfill.start_rollback(session, SYSTEM, run_id, batch_size=batch_size).id,
+        via_queue=via_queue,
+    )
     if via_queue:
         click.echo(f"rollback run {rollback_id} queued")
         return

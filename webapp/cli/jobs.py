@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import click
-from flask import current_app
+from flask import Flask, current_app
+from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from webapp.domain import backfill, jobs, operations
@@ -14,8 +16,8 @@ from webapp.domain.errors import DomainError
 from webapp.extensions import db
 from webapp.jobs.queue import enqueue_run, start_in_process_consumer
 from webapp.jobs.runner import execute_run
-from webapp.web.traffic import current_request_rate
 from webapp.transaction import after_commit, unit_of_work
+from webapp.web.traffic import current_request_rate
 
 
 @click.group("jobs")
@@ -55,23 +57,41 @@ def cancel_command(run_id: int) -> None:
 @click.option("--force", is_flag=True, help="Resume a backfill even inside the peak window.")
 def resume_command(run_id: int, via_queue: bool, force: bool) -> None:
     """Resume a failed or cancelled run from its checkpoint (a backfill under its safeguards)."""
-    session = db.session()
     app = current_app._get_current_object()
+    queue_run(
+        lambda session: operations.resume_job(
+            session, SYSTEM, run_id, safeguards=safeguards_now(app, force)
+        ).id,
+        via_queue=via_queue,
+    )
+    if via_queue:
+        click.echo(f"run {run_id} queued")
+        return
+    run_in_foreground(run_id)
+
+
+def safeguards_now(app: Flask, force: bool) -> backfill.Safeguards:
+    """Return the safeguards a backfill starts or resumes under at this moment."""
+    return backfill.current_safeguards(app.config, current_request_rate(app), force=force)
+
+
+def queue_run(start: Callable[[Session], int], *, via_queue: bool) -> int:
+    """Queue a run in one unit of work and return its id; ``start`` queues it and returns the id.
+
+    With ``via_queue`` the run goes to the workers once the unit of work commits.
+    On a domain error, say why and exit 1: nothing was queued.
+    """
+    app = current_app._get_current_object()
+    session = db.session()
     try:
         with unit_of_work(session):
-            operations.resume_job(
-                session, SYSTEM, run_id,
-                safeguards=backfill.current_safeguards(app.config, current_request_rate(app), force=force),
-            )
+            run_id = start(session)
             if via_queue:
                 after_commit(session, lambda: enqueue_run(app, run_id))
     except DomainError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         raise SystemExit(1) from None
-    if via_queue:
-        click.echo(f"run {run_id} queued")
-        return
-    run_in_foreground(run_id)
+    return run_id
 
 
 def run_in_foreground(run_id: int) -> None:
