@@ -10,8 +10,10 @@ the busy timeout instead of failing to upgrade a read lock.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
@@ -39,9 +41,48 @@ def _begin_sqlite_transaction(connection: Connection) -> None:
     if connection.dialect.name != "sqlite":
         return
     if connection.get_execution_options().get(WRITE_OPTION):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        run_on_driver(connection, "BEGIN IMMEDIATE")
     else:
-        connection.exec_driver_sql("BEGIN")
+        run_on_driver(connection, "BEGIN")
+
+
+def run_on_driver(
+    connection: Connection, sql: str, parameters: Sequence[Any] | dict[str, Any] = (), *, many: bool = False
+) -> list[tuple]:
+    """Run driver-level ``sql`` on the connection's DB-API cursor; return its rows as tuples.
+
+    For the few statements every recorded event runs: SQLAlchemy's statement
+    execution (execution context, result metadata, event dispatch) costs more
+    than the statements themselves, and on SQLite as much again as the raw
+    driver's whole transaction. Errors are raised as SQLAlchemy's exceptions,
+    as ``exec_driver_sql`` would raise them, so transaction handling above is
+    unchanged. When anything listens for cursor executions (statement
+    counters, tracing), the statement goes through ``exec_driver_sql`` so that
+    the listeners see it.
+    """
+    if connection.dispatch.before_cursor_execute or connection.dispatch.after_cursor_execute:
+        if many:
+            connection.exec_driver_sql(sql, list(parameters))
+            return []
+        result = connection.exec_driver_sql(sql, parameters)
+        return [tuple(row) for row in result] if result.returns_rows else []
+    dbapi_connection = connection.connection
+    cursor = dbapi_connection.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, parameters)
+        else:
+            cursor.execute(sql, parameters)
+        return cursor.fetchall() if cursor.description is not None else []
+    except connection.dialect.loaded_dbapi.Error as error:
+        if connection.dialect.is_disconnect(error, dbapi_connection.dbapi_connection, cursor):
+            connection.invalidate(error)
+        raise exc.DBAPIError.instance(
+            sql, parameters, error, connection.dialect.loaded_dbapi.Error,
+            dialect=connection.dialect, ismulti=many,
+        ) from error
+    finally:
+        cursor.close()
 
 
 def begin_write(session: Session) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 
+from webapp.database import run_on_driver
 from webapp.domain.taxonomy import EVENT_TYPES
 from webapp.models.base import utcnow
 from webapp.models.stats import STAT_NAMES, PlayerStats
@@ -150,20 +151,25 @@ def _stats_upsert(dialect: Dialect) -> Callable[[Connection, list[tuple], dateti
             at = stamp(now) if stamp else now
             if len(rows) <= _FEW_ROWS:
                 # For one event's rows, adapting a dozen arrays costs psycopg more than the upsert.
-                connection.exec_driver_sql(few(len(rows)), tuple(v for row in rows for v in (*row, at)))
+                run_on_driver(connection, few(len(rows)), tuple(v for row in rows for v in (*row, at)))
                 return
             params: dict[str, Any] = {f"c{i}": list(column) for i, column in enumerate(zip(*rows))}
             params["updated_at"] = at
-            connection.exec_driver_sql(sql, params)
+            run_on_driver(connection, sql, params)
 
         return upsert
     if dialect.name != "sqlite":  # pragma: no cover - only the two supported databases reach here
         raise RuntimeError(f"unsupported database dialect {dialect.name!r}")
     sql = f"INSERT INTO player_stats ({columns}) VALUES ({', '.join(['?'] * (len(STAT_NAMES) + 3))})" + conflict
+    few = _listed_upsert(columns, conflict, "?")
 
     def upsert(connection: Connection, rows: list[tuple], now: datetime) -> None:
         at = stamp(now) if stamp else now
-        connection.exec_driver_sql(sql, [(*row, at) for row in rows])
+        if len(rows) <= _FEW_ROWS:
+            # One statement for one event's rows: a step of the driver's executemany costs as much.
+            run_on_driver(connection, few(len(rows)), tuple(v for row in rows for v in (*row, at)))
+            return
+        run_on_driver(connection, sql, [(*row, at) for row in rows], many=True)
 
     return upsert
 

@@ -26,7 +26,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 
-from webapp.database import dialect_insert
+from webapp.database import dialect_insert, run_on_driver
 from webapp.domain.errors import Invalid
 from webapp.domain.projection import add_stat_deltas, counted_stat_deltas
 from webapp.domain.taxonomy import event_type as lookup_event_type
@@ -283,7 +283,7 @@ def _lookup_references(
             mark = "%s" if postgres else "?"
             sql = _listed_references(mark, len(players), len(tournaments), len(chunk_keys))
             params = (*players, *tournaments, *(part for key in chunk_keys for part in key))
-        for kind, record_id, is_private, *key in connection.exec_driver_sql(sql, params):
+        for kind, record_id, is_private, *key in run_on_driver(connection, sql, params):
             if kind == 1:
                 private[record_id] = bool(is_private)
             elif kind == 0:
@@ -491,10 +491,10 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
         def insert(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
             given = values(rows, now)
             if len(given) <= _FEW_ROWS:
-                result = connection.exec_driver_sql(few(len(given)), tuple(v for row in given for v in row))
+                result = run_on_driver(connection, few(len(given)), tuple(v for row in given for v in row))
             else:
-                result = connection.exec_driver_sql(
-                    sql, {f"c{i}": list(column) for i, column in enumerate(zip(*given))}
+                result = run_on_driver(
+                    connection, sql, {f"c{i}": list(column) for i, column in enumerate(zip(*given))}
                 )
             return {(r[1], r[2], r[3], r[4]): r[0] for r in result}
 
@@ -507,7 +507,7 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
         inserted: dict[EventKey, int] = {}
         for chunk in _chunks(values(rows, now), _SQLITE_ROWS_PER_INSERT):
             flat = tuple(value for row in chunk for value in row)
-            for r in connection.exec_driver_sql(statement(len(chunk)), flat):
+            for r in run_on_driver(connection, statement(len(chunk)), flat):
                 inserted[(r[1], r[2], r[3], r[4])] = r[0]
         return inserted
 

@@ -1,0 +1,74 @@
+"""Statements run straight on the driver behave, to their callers, as SQLAlchemy's own."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from webapp.database import run_on_driver
+from webapp.extensions import db
+
+
+def _mark(connection) -> str:
+    return "?" if connection.dialect.name == "sqlite" else "%s"
+
+
+def test_a_driver_statement_returns_its_rows_as_tuples(session, make_player):
+    alice = make_player("alice")
+    connection = session.connection()
+    rows = run_on_driver(
+        connection, f"SELECT id, username FROM players WHERE id = {_mark(connection)}", (alice.id,)
+    )
+    assert rows == [(alice.id, "alice")]
+    assert run_on_driver(connection, f"UPDATE players SET display_name = 'A' WHERE id = {_mark(connection)}",
+                         (alice.id,)) == []
+
+
+def test_a_driver_statement_that_breaks_a_constraint_raises_sqlalchemys_integrity_error(session, make_player):
+    alice_id = make_player("alice").id
+    connection = session.connection()
+    columns = "id, public_id, username, display_name, email, feed_visibility, is_tombstone, created_at"
+    copy = f"INSERT INTO players ({columns}) SELECT {columns} FROM players WHERE id = {_mark(connection)}"
+    with pytest.raises(sa.exc.IntegrityError) as raised:
+        run_on_driver(connection, copy, (alice_id,))
+    assert raised.value.statement == copy
+    assert raised.value.params == (alice_id,)
+    session.rollback()
+
+
+def test_a_driver_statement_the_database_rejects_raises_sqlalchemys_error(session):
+    with pytest.raises(sa.exc.DBAPIError, match="no_such_table"):
+        run_on_driver(session.connection(), "SELECT * FROM no_such_table")
+    session.rollback()
+
+
+def test_listeners_of_cursor_executions_see_driver_statements(session, make_player):
+    alice_id = make_player("alice").id
+    seen: list[str] = []
+
+    def note(_conn, _cursor, statement, *_args) -> None:
+        seen.append(statement)
+
+    connection = session.connection()
+    sql = f"SELECT username FROM players WHERE id = {_mark(connection)}"
+    sa.event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        rows = run_on_driver(connection, sql, (alice_id,))
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", note)
+    assert rows == [("alice",)]
+    assert seen == [sql]
+
+
+def test_a_driver_executemany_writes_every_row(session, make_player):
+    alice, bob = make_player("alice"), make_player("bob")
+    connection = session.connection()
+    run_on_driver(
+        connection,
+        f"UPDATE players SET display_name = {_mark(connection)} WHERE id = {_mark(connection)}",
+        [("Alice A", alice.id), ("Bob B", bob.id)],
+        many=True,
+    )
+    names = dict(connection.execute(sa.text("SELECT username, display_name FROM players")).all())
+    assert names == {"alice": "Alice A", "bob": "Bob B"}
+    session.rollback()
