@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from flask import Flask
@@ -112,7 +113,7 @@ def observe(observation: observability.Observation) -> None:
         RECORDING_SECONDS.observe(observation.seconds)
         details = observation.details
         counts = _outcome_counts(details["facts"], details["outcome"])
-        if any(counts.values()):
+        if counts:
             try:
                 after_commit(details["session"], lambda: _count(counts))
             except RuntimeError:
@@ -122,20 +123,27 @@ def observe(observation: observability.Observation) -> None:
         QUERY_SECONDS.labels(_QUERY_LABELS[observation.operation]).observe(observation.seconds)
 
 
-def _outcome_counts(facts, outcome) -> dict[str, dict[tuple[str, ...], int]]:
-    counts: dict[str, dict[tuple[str, ...], int]] = {"recorded": {}, "duplicate": {}, "conflict": {}}
+def _outcome_counts(facts, outcome) -> dict[tuple[str, str, str], int]:
+    """Count outcomes by (status, event type, origin); conflicts are counted by type alone."""
+    counts: dict[tuple[str, str, str], int] = {}
     for fact, result in zip(facts, outcome.outcomes, strict=True):
-        status = str(result.status)
-        labels = (fact.event_type,) if status == "conflict" else (fact.event_type, fact.origin)
-        counts[status][labels] = counts[status].get(labels, 0) + 1
+        key = (result.status, fact.event_type, fact.origin)
+        counts[key] = counts.get(key, 0) + 1
     return counts
 
 
-def _count(counts: dict[str, dict[tuple[str, ...], int]]) -> None:
-    for status, counter in (("recorded", EVENTS_RECORDED), ("duplicate", EVENTS_DUPLICATE),
-                            ("conflict", EVENTS_CONFLICTING)):
-        for labels, n in counts[status].items():
-            counter.labels(*labels).inc(n)
+def _count(counts: dict[tuple[str, str, str], int]) -> None:
+    for (status, event_type, origin), n in counts.items():
+        _series(status, event_type, origin).inc(n)
+
+
+@lru_cache(maxsize=1024)
+def _series(status: str, event_type: str, origin: str):
+    # Looking a labelled series up takes a lock and builds its key every time; the
+    # set of types and origins is small and fixed, so each is looked up once.
+    if status == "conflict":
+        return EVENTS_CONFLICTING.labels(event_type)
+    return (EVENTS_RECORDED if status == "recorded" else EVENTS_DUPLICATE).labels(event_type, origin)
 
 
 def multiprocess_dir(app: Flask) -> str | None:
