@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from webapp import database
 from webapp.database import run_on_driver
 from webapp.extensions import db
 
@@ -72,3 +73,48 @@ def test_a_driver_executemany_writes_every_row(session, make_player):
     names = dict(connection.execute(sa.text("SELECT username, display_name FROM players")).all())
     assert names == {"alice": "Alice A", "bob": "Bob B"}
     session.rollback()
+
+
+def _pooled_engine(app):
+    """An engine with one pooled connection, so every checkout gets the same one back."""
+    return sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"], pool_size=1, max_overflow=0)
+
+
+def _kill_server_connection(app, pid: int) -> None:
+    killer = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"], poolclass=sa.pool.NullPool)
+    with killer.connect() as connection:
+        connection.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+    killer.dispose()
+
+
+def test_a_server_connection_that_died_while_idle_is_replaced_before_anyone_uses_it(
+    app, backend, monkeypatch
+):
+    if backend == "sqlite":
+        pytest.skip("a SQLite database is a file: there is no server connection to lose")
+    engine = _pooled_engine(app)
+    try:
+        with engine.connect() as connection:
+            first = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        _kill_server_connection(app, first)
+        monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 0.0)
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != first
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_used_moments_ago_is_not_pinged_and_a_dead_one_fails_once(app, backend):
+    if backend == "sqlite":
+        pytest.skip("a SQLite database is a file: there is no server connection to lose")
+    engine = _pooled_engine(app)
+    try:
+        with engine.connect() as connection:
+            first = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        _kill_server_connection(app, first)
+        with pytest.raises(sa.exc.OperationalError), engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != first
+    finally:
+        engine.dispose()

@@ -34,12 +34,6 @@ def create_app(config: BaseConfig | None = None, overrides: Mapping[str, Any] | 
 
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        # A database file has no server connection to lose: a ping before every
-        # checkout would be one more statement in every transaction.
-        options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
-        options.pop("pool_pre_ping", None)
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
 
     if app.config.get("PASSWORD_HASH_PROFILE"):
         from webapp.domain.staff import use_password_profile

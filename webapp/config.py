@@ -38,7 +38,9 @@ class BaseConfig:
         self.SQLALCHEMY_DATABASE_URI = normalise_database_url(
             os.environ.get("DATABASE_URL") or default_database_url()
         )
-        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        # No pool_pre_ping: a round trip before every transaction. Connections idle
+        # long enough to have been dropped are pinged instead (webapp.database).
+        self.SQLALCHEMY_ENGINE_OPTIONS: dict = {}
         self.SQLALCHEMY_TRACK_MODIFICATIONS = False
         # Alerts: a Slack/Discord-compatible webhook and/or email over SMTP.
         self.ALERT_WEBHOOK_URL = os.environ.get("ALERT_WEBHOOK_URL")

@@ -10,12 +10,14 @@ the busy timeout instead of failing to upgrade a read lock.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import Pool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "activity_ops_write"
@@ -34,6 +36,45 @@ def _configure_sqlite_connection(dbapi_connection, _record) -> None:
     # consistent after power loss; FULL would fsync on every commit.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+#: A pooled server connection unused for longer than this is pinged before it is
+#: handed out: long enough that a busy process never pings, short enough to
+#: catch a server restart or a firewall dropping idle connections.
+PING_AFTER_IDLE_SECONDS = 10.0
+_CHECKED_IN_AT = "activity_ops_checked_in_at"
+
+
+@event.listens_for(Pool, "checkin")
+def _note_when_idle_began(dbapi_connection, record) -> None:
+    if dbapi_connection is not None:
+        record.info[_CHECKED_IN_AT] = time.monotonic()
+
+
+@event.listens_for(Pool, "checkout")
+def _ping_after_idle(dbapi_connection, record, _proxy) -> None:
+    """Replace a server connection that died while idle before anyone uses it.
+
+    pool_pre_ping would cost a round trip in every transaction, which on a busy
+    process is most of what recording one event costs beyond its own statements.
+    A connection that died while in use, or within the idle window, fails its
+    first statement instead (DatabaseUnavailable for that unit of work) and is
+    discarded.
+    """
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        return  # a database file has no server connection to lose
+    idle_since = record.info.get(_CHECKED_IN_AT)
+    if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+    except Exception as error:
+        # The pool discards this connection and checks out (or opens) another.
+        raise exc.DisconnectionError(f"a pooled connection idle since {idle_since:.0f} died: {error}") from error
 
 
 @event.listens_for(Engine, "begin")
