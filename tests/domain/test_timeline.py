@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 
 from tests.conftest import T0
@@ -22,6 +24,7 @@ from webapp.domain.timeline import (
     reversal_links,
     timeline_page,
 )
+from webapp.models.activity import ActivityEvent
 from webapp.transaction import unit_of_work
 
 
@@ -77,6 +80,68 @@ def test_an_empty_timeline_is_one_empty_page(session, make_player):
     page = timeline_page(session, alice.id)
     assert page.events == []
     assert page.next_cursor is None
+
+
+def test_a_page_reads_every_column_as_the_model_does(
+    session, make_player, make_team, make_tournament, backend
+):
+    alice, bob = make_player("alice"), make_player("bob")
+    team, secret = make_team("Blue", [alice]), make_tournament("Secret Cup", is_private=True)
+    won, _ = record(
+        session,
+        [
+            match_event(
+                alice, 1, at=T0 + timedelta(microseconds=7), opponents=[bob], team_id=team.id,
+                tournament_id=secret.id, origin="backfill", origin_id=3,
+            ),
+            match_event(alice, 2, at=T0 - timedelta(days=400)),
+        ],
+    )
+    record(
+        session,
+        [
+            NewEvent(
+                player_id=alice.id,
+                event_type="match_won_reversed",
+                occurred_at=T0 + timedelta(hours=1),
+                source_model="dispute",
+                source_id=5,
+                origin="dispute",
+                origin_id=5,
+                metadata={"match_id": 1},
+                reverses_event_id=won,
+            )
+        ],
+    )
+    # A row written by another tool: its own offset on the time, spaces around the JSON.
+    metadata = "CAST(:metadata AS JSONB)" if backend == "postgresql" else ":metadata"
+    with unit_of_work(session):
+        session.execute(
+            sa.text(
+                "INSERT INTO activity_events (player_id, event_type, occurred_at, recorded_at,"
+                " source_model, source_id, origin, is_private, metadata)"
+                " VALUES (:player_id, 'match_lost', :at, :at, 'match', 9, 'live', :no, "
+                + metadata + ")"
+            ),
+            {"player_id": alice.id, "at": "2026-03-01 12:00:00+02:00", "no": False,
+             "metadata": ' {"round": "R2", "opponent_player_ids": [] } '},
+        )
+
+    events = timeline_page(session, alice.id).events
+    stored = session.scalars(
+        sa.select(ActivityEvent)
+        .where(ActivityEvent.player_id == alice.id)
+        .order_by(ActivityEvent.occurred_at.desc(), ActivityEvent.id.desc())
+    ).all()
+
+    assert len(events) == len(stored) == 4
+    for event, model in zip(events, stored, strict=True):
+        for name in (f.name for f in dataclasses.fields(event)):
+            assert getattr(event, name) == getattr(model, name), name
+            assert type(getattr(event, name)) is type(getattr(model, name)), name
+        assert event.occurred_at.utcoffset() == event.recorded_at.utcoffset() == timedelta(0)
+    assert events[-1].occurred_at == T0 - timedelta(days=400)
+    assert events[-2].details == {"round": "R2", "opponent_player_ids": []}
 
 
 @pytest.mark.parametrize("limit", [1, 3, 5, 7, 23, 24])
