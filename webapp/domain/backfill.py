@@ -38,9 +38,10 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select, tuple_
+from sqlalchemy import and_, case, delete, func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -224,14 +225,23 @@ def _after(model: type, stage: int, position: Position) -> ColumnElement[bool]:
     )
 
 
+def _up_to(model: type, last: tuple[int, int]) -> ColumnElement[bool]:
+    """Rows at or before ``(tournament_id, id)`` ``last`` in the reading order."""
+    tournament_id, record_id = last
+    return and_(
+        model.tournament_id <= tournament_id,
+        or_(model.tournament_id < tournament_id, model.id <= record_id),
+    )
+
+
 def _read_batch(
     session: Session, scope: BackfillScope, position: Position, size: int
 ) -> list[tuple[Position, Any]]:
     """Return the next ``size`` source records after ``position``, each with its own position."""
-    keys: list[Position] = []
+    keys: list[tuple[int, int, int]] = []
     for stage, model in enumerate(_STAGE_MODELS):
         keys.extend(
-            Position(tournament_id, stage, record_id)
+            (tournament_id, stage, record_id)
             for tournament_id, record_id in session.execute(
                 select(model.tournament_id, model.id)
                 .where(_after(model, stage, position), *scope.conditions(model.tournament_id))
@@ -239,16 +249,33 @@ def _read_batch(
                 .limit(size)
             )
         )
-    keys = sorted(keys)[:size]
+    # Plain tuples sort in the reading order too, and far quicker than positions.
+    keys.sort()
+    del keys[size:]
     records: dict[tuple[int, int], Any] = {}
     for stage, model in enumerate(_STAGE_MODELS):
-        ids = [key.after_id for key in keys if key.stage == stage]
-        for chunk in _chunks(ids):
-            records.update(
-                ((stage, r.id), r)
-                for r in session.scalars(select(model).where(model.id.in_(chunk)))
+        chosen = {record_id: tournament_id for tournament_id, s, record_id in keys if s == stage}
+        if not chosen:
+            continue
+        last = max((tournament_id, record_id) for record_id, tournament_id in chosen.items())
+        # Each stage's chosen records are a run of its reading order, read as a
+        # range rather than as lists of ids; a row added inside the range since
+        # the keys were read is left out, as it would be from such a list.
+        records.update(
+            ((stage, r.id), r)
+            for r in session.scalars(
+                select(model).where(
+                    _after(model, stage, position),
+                    _up_to(model, last),
+                    *scope.conditions(model.tournament_id),
+                )
             )
-    return [(key, records[(key.stage, key.after_id)]) for key in keys]
+            if r.id in chosen
+        )
+    return [
+        (Position(tournament_id, stage, record_id), records[(stage, record_id)])
+        for tournament_id, stage, record_id in keys
+    ]
 
 
 def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
@@ -611,16 +638,49 @@ def preview(
 
 
 def _stored_keys(session: Session, keys: set[tuple]) -> set[tuple]:
-    """Return which of the idempotency keys are already stored, hot or archived."""
+    """Return which of the idempotency keys are already stored, hot or archived.
+
+    The keys are joined to each table's key index as a list of rows written out
+    for the driver: SQLAlchemy's tuple IN costs more CPU to expand than the
+    lookup takes, and SQLite answers it by scanning the whole index.
+    """
+    connection = session.connection()
+    postgres = connection.dialect.name == "postgresql"
     found: set[tuple] = set()
-    for table in (ActivityEvent.__table__, ArchivedEventKey.__table__):
-        columns = (table.c.player_id, table.c.event_type, table.c.source_model, table.c.source_id)
-        for chunk in _chunks(sorted(keys - found)):
-            found.update(
-                tuple(row)
-                for row in session.execute(select(*columns).where(tuple_(*columns).in_(chunk)))
-            )
+    for table in (ActivityEvent.__tablename__, ArchivedEventKey.__tablename__):
+        for chunk in _chunks(sorted(keys - found), _KEYS_PER_LOOKUP):
+            if postgres:
+                sql = _STORED_KEYS_POSTGRES.format(table=table)
+                params: Any = {
+                    name: [key[i] for key in chunk] for i, name in enumerate(_KEY_PARTS)
+                }
+            else:
+                sql = _stored_keys_sqlite(table, len(chunk))
+                params = tuple(part for key in chunk for part in key)
+            found.update(map(tuple, connection.exec_driver_sql(sql, params)))
     return found
+
+
+# Keys per lookup: four parameters each stays under SQLite's variable limit.
+_KEYS_PER_LOOKUP = 2_000
+_KEY_PARTS = ("players", "types", "models", "sources")
+_STORED_KEYS_POSTGRES = (
+    "SELECT e.player_id, e.event_type, e.source_model, e.source_id FROM {table} AS e "
+    "JOIN unnest(%(players)s::bigint[], %(types)s::text[], %(models)s::text[], "
+    "%(sources)s::bigint[]) AS k(player_id, event_type, source_model, source_id) "
+    "ON e.player_id = k.player_id AND e.event_type = k.event_type "
+    "AND e.source_model = k.source_model AND e.source_id = k.source_id"
+)
+
+
+@lru_cache(maxsize=16)
+def _stored_keys_sqlite(table: str, n: int) -> str:
+    rows = ", ".join(["(?, ?, ?, ?)"] * n)
+    return (
+        f"SELECT e.player_id, e.event_type, e.source_model, e.source_id "
+        f"FROM (VALUES {rows}) AS k JOIN {table} AS e ON e.player_id = k.column1 "
+        "AND e.event_type = k.column2 AND e.source_model = k.column3 AND e.source_id = k.column4"
+    )
 
 
 # Safeguards and starting.
