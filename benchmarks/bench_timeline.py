@@ -7,8 +7,9 @@ default) spread over ``--players`` players:
 1. ``raw``: the keyset query alone, written by hand and run through sqlite3 or
    psycopg, rows fetched; on SQLite also ``raw_decoded``, the same with the
    times and JSON decoded (psycopg decodes them itself): the floor;
-2. ``timeline_page``: our keyset query through SQLAlchemy (must stay within
-   2x of the floor);
+2. ``timeline_page``: our keyset query as the product runs it (an unfiltered
+   page: compiled once, on the driver's cursor, rows decoded into events;
+   must stay within 2x of the floor);
 3. ``feed_page``: what the API serves for one page: the keyset query, the one
    lookup of names and reversal links, and the presentation of every event
    for a public viewer (p95 must stay under 10 ms), timed as a request
