@@ -50,7 +50,9 @@ from webapp.models.base import utcnow
 from webapp.transaction import unit_of_work
 
 NOW = utcnow()
-_source_ids = itertools.count(1)
+# Far above the ids of matches the tests create, so a synthetic event never shares
+# its idempotency key with the events of a real match (recording would call that a conflict).
+_source_ids = itertools.count(1_000_000)
 
 
 def match_event(player, opponent, event_type="match_won", *, at=None, round_="R1") -> NewEvent:
