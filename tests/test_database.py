@@ -118,3 +118,12 @@ def test_a_connection_used_moments_ago_is_not_pinged_and_a_dead_one_fails_once(a
             assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != first
     finally:
         engine.dispose()
+
+
+def test_postgresql_sessions_run_in_utc_and_return_utc_times(session, backend):
+    if backend == "sqlite":
+        pytest.skip("SQLite has no session time zone: times are stored as UTC text")
+    connection = session.connection()
+    assert connection.exec_driver_sql("SHOW TimeZone").scalar() == "UTC"
+    now = connection.exec_driver_sql("SELECT TIMESTAMPTZ '2026-03-02 18:00:00+02'").scalar()
+    assert now.utcoffset().total_seconds() == 0 and now.hour == 16

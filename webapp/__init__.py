@@ -35,6 +35,9 @@ def create_app(config: BaseConfig | None = None, overrides: Mapping[str, Any] | 
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
 
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _in_utc(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+
     if app.config.get("PASSWORD_HASH_PROFILE"):
         from webapp.domain.staff import use_password_profile
 
@@ -48,3 +51,15 @@ def create_app(config: BaseConfig | None = None, overrides: Mapping[str, Any] | 
     register_web(app)
     register_cli(app)
     return app
+
+
+def _in_utc(engine_options: Mapping[str, Any]) -> dict[str, Any]:
+    """Run PostgreSQL sessions in UTC, whatever the server's default zone.
+
+    Times are stored and shown in UTC: psycopg then returns them in UTC with no
+    conversion per row, and anything the database computes from a time (a day's
+    boundary) means the same on every server.
+    """
+    connect_args = dict(engine_options.get("connect_args") or {})
+    connect_args["options"] = f"{connect_args.get('options', '')} -c TimeZone=UTC".strip()
+    return {**engine_options, "connect_args": connect_args}
