@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import and_, case, delete, func, or_, select
@@ -626,6 +627,9 @@ def _preview(
     delta_counts: Counter[tuple[int, str, bool, bool]] = Counter()
     sample: list[NewEvent] = []
     failures: list[str] = []
+    # Before any backfill, and with no live result yet, nothing from a source
+    # model is stored, and its facts' keys need not be looked up.
+    has_events: dict[str, bool] = {}
     while records := _read_batch(session, scope, position, batch_size):
         derived = _derive(session, records, None)
         private = {t.id: t.is_private for t in derived.tournaments.values()}
@@ -635,7 +639,11 @@ def _preview(
             facts += len(row.facts)
             for fact in row.facts:
                 first_by_key.setdefault(fact.key, fact)
-        stored = _stored_keys(session, first_by_key.keys())
+        for source_model in {key[2] for key in first_by_key}.difference(has_events):
+            has_events[source_model] = _any_event_from(session, source_model)
+        stored = _stored_keys(
+            session, [key for key in first_by_key if has_events[key[2]]]
+        )
         new = 0
         for key, fact in first_by_key.items():
             if key in stored:
@@ -696,6 +704,14 @@ def _fewer_collections() -> Iterator[None]:
         gc.unfreeze()
 
 
+def _any_event_from(session: Session, source_model: str) -> bool:
+    """Say whether any event, hot or archived, comes from a record of ``source_model``."""
+    return any(
+        session.scalar(select(table.c.source_model).where(table.c.source_model == source_model).limit(1))
+        for table in (ActivityEvent.__table__, ArchivedEventKey.__table__)
+    )
+
+
 def _stored_keys(session: Session, keys: Iterable[tuple]) -> set[tuple]:
     """Return which of the idempotency keys are already stored, hot or archived.
 
@@ -715,7 +731,7 @@ def _stored_keys(session: Session, keys: Iterable[tuple]) -> set[tuple]:
                 }
             else:
                 sql = _stored_keys_sqlite(table, len(chunk))
-                params = tuple(part for key in chunk for part in key)
+                params = tuple(chain.from_iterable(chunk))
             found.update(map(tuple, connection.exec_driver_sql(sql, params)))
     return found
 
