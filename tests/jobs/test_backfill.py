@@ -486,6 +486,18 @@ def test_facts_already_recorded_live_are_duplicates_and_keep_their_origin(sessio
     assert_stats_exact(session)
 
 
+def test_the_dry_run_counts_facts_recorded_live_as_duplicates_like_the_run(session, history):
+    # Only matches have events stored: the dry run looks their keys up, not the others'.
+    with unit_of_work(session):
+        live = record_match_result(session, history.won_match.id)
+    report = backfill.preview(session, BackfillScope(), batch_size=3)
+    session.rollback()
+    run = run_backfill(session, batch_size=3)
+    assert report.counts.duplicates == run.result["duplicates"] == len(live.recorded)
+    assert report.events_to_create == run.result["events_inserted"]
+    assert report.events_by_type == run.result["events_by_type"]
+
+
 def test_a_scope_limits_the_run_to_its_tournaments(session, history):
     run = run_backfill(session, BackfillScope(tournament_from=history.cup.id))
     assert {e.tournament_id for e in events(session)} == {history.cup.id}
