@@ -73,6 +73,7 @@ from webapp.models.activity import ActivityEvent, DataQualityFinding
 from webapp.models.archive import ArchivedEventKey
 from webapp.models.base import utcnow
 from webapp.models.competitions import Match, Registration, Tournament, TournamentResult
+from webapp.models.disputes import MatchResolution
 from webapp.models.jobs import BackfillBatch, JobRun
 from webapp.models.stats import SCOPES, STAT_NAMES
 
@@ -360,8 +361,17 @@ def _derive(session: Session, records: list[tuple[Position, Any]], run_id: int |
             team_ids.add(record.winner_team_id)
     team_ids.discard(None)
     roster = TeamRoster.load(session, team_ids)
-    resolved = resolved_match_ids(session, [record.id for key, record in records if key.stage == _MATCHES])
-    resolved_results = resolved_result_ids(session, [record.id for key, record in records if key.stage == _RESULT])
+    resolved: set[int] = set()
+    resolved_results: set[int] = set()
+    # Until a dispute resolution has corrected some match, there is nothing to
+    # look up, and the lookups' long id lists cost as much as the batch's reading.
+    if session.scalar(select(MatchResolution.id).limit(1)) is not None:
+        resolved = resolved_match_ids(
+            session, [record.id for key, record in records if key.stage == _MATCHES]
+        )
+        resolved_results = resolved_result_ids(
+            session, [record.id for key, record in records if key.stage == _RESULT]
+        )
 
     rows = []
     for key, record in records:
