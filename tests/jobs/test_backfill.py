@@ -274,6 +274,20 @@ def test_private_tournaments_stay_private(session, history):
     assert (carol, "public") not in stats
 
 
+def test_the_parity_check_flags_an_event_of_a_private_tournament_left_public(session, history):
+    run = run_backfill(session)
+    assert run.result["parity_ok"], run.result["parity_flags"]
+    leaked = events(session, tournament_id=history.cup.id)[0]
+    with unit_of_work(session):
+        session.execute(
+            sa.update(ActivityEvent).where(ActivityEvent.id == leaked.id).values(is_private=False)
+        )
+    parity = backfill.parity_check(session, run.id)
+    assert parity.flags == [
+        "events of this run in private tournaments not marked private: expected 0, found 1"
+    ]
+
+
 def test_the_backfill_gives_exactly_the_events_and_stats_live_traffic_gave(session):
     """Demo data is recorded through the live services; wiped and backfilled, it comes back."""
     with unit_of_work(session):

@@ -1078,18 +1078,15 @@ def parity_check(session: Session, run_id: int) -> ParityReport:
     ranges = _event_ranges(lines)
     if ranges:
         in_range = and_(of_run, events.c.id.between(ranges[0][0], ranges[-1][1]))
-        stored_of_run = (
-            session.scalar(select(func.count()).select_from(events).where(in_range)) or 0
-        )
-        public_in_private = (
-            session.scalar(
-                select(func.count())
-                .select_from(events)
-                .join(Tournament, Tournament.id == events.c.tournament_id)
-                .where(in_range, Tournament.is_private, events.c.is_private.is_(False))
-            )
-            or 0
-        )
+        # Both counts in one pass over the run's events; nothing indexes their tournament.
+        in_private = events.c.tournament_id.in_(select(Tournament.id).where(Tournament.is_private))
+        stored, public = session.execute(
+            select(
+                func.count(),
+                func.sum(case((and_(in_private, events.c.is_private.is_(False)), 1), else_=0)),
+            ).where(in_range)
+        ).one()
+        stored_of_run, public_in_private = stored or 0, int(public or 0)
 
     def sources(found: dict, *keys: tuple) -> int:
         return sum(found.get(key, (0, 0))[0] for key in keys)
