@@ -75,49 +75,46 @@ def test_a_driver_executemany_writes_every_row(session, make_player):
     session.rollback()
 
 
-def _pooled_engine(app):
-    """An engine with one pooled connection, so every checkout gets the same one back."""
-    return sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"], pool_size=1, max_overflow=0)
+@pytest.fixture
+def pool_with_a_dead_connection(app, backend):
+    """A pool of one server connection whose server process was killed while it sat idle.
+
+    Yields the engine and the killed process id.
+    """
+    if backend == "sqlite":
+        pytest.skip("a SQLite database is a file: there is no server connection to lose")
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    engine = sa.create_engine(url, pool_size=1, max_overflow=0)  # every checkout gets the same one back
+    killer = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with killer.connect() as connection:
+            connection.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        yield engine, pid
+    finally:
+        killer.dispose()
+        engine.dispose()
 
 
-def _kill_server_connection(app, pid: int) -> None:
-    killer = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"], poolclass=sa.pool.NullPool)
-    with killer.connect() as connection:
-        connection.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
-    killer.dispose()
+def _backend_pid(engine) -> int:
+    with engine.connect() as connection:
+        return connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
 
 
 def test_a_server_connection_that_died_while_idle_is_replaced_before_anyone_uses_it(
-    app, backend, monkeypatch
+    pool_with_a_dead_connection, monkeypatch
 ):
-    if backend == "sqlite":
-        pytest.skip("a SQLite database is a file: there is no server connection to lose")
-    engine = _pooled_engine(app)
-    try:
-        with engine.connect() as connection:
-            first = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-        _kill_server_connection(app, first)
-        monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 0.0)
-        with engine.connect() as connection:
-            assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != first
-    finally:
-        engine.dispose()
+    engine, dead = pool_with_a_dead_connection
+    monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 0.0)
+    assert _backend_pid(engine) != dead
 
 
-def test_a_connection_used_moments_ago_is_not_pinged_and_a_dead_one_fails_once(app, backend):
-    if backend == "sqlite":
-        pytest.skip("a SQLite database is a file: there is no server connection to lose")
-    engine = _pooled_engine(app)
-    try:
-        with engine.connect() as connection:
-            first = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-        _kill_server_connection(app, first)
-        with pytest.raises(sa.exc.OperationalError), engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
-        with engine.connect() as connection:
-            assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != first
-    finally:
-        engine.dispose()
+def test_a_connection_used_moments_ago_is_not_pinged_and_a_dead_one_fails_once(pool_with_a_dead_connection):
+    engine, dead = pool_with_a_dead_connection
+    with pytest.raises(sa.exc.OperationalError), engine.connect() as connection:
+        connection.exec_driver_sql("SELECT 1")
+    assert _backend_pid(engine) != dead
 
 
 def test_postgresql_sessions_run_in_utc_and_return_utc_times(session, backend):
