@@ -325,10 +325,13 @@ def _listed_references(mark: str, players: int, tournaments: int, keys: int) -> 
         f"WHERE id IN ({listed(tournaments)})"
     )
     if keys:
+        # A join on the key, not a row-value IN (VALUES ...): SQLite answers the
+        # IN form by scanning every archived key, a cost that grows with the archive.
         sql += (
-            " UNION ALL SELECT 2, event_id, NULL, player_id, event_type, source_model, source_id "
-            "FROM archived_event_keys WHERE (player_id, event_type, source_model, source_id) "
-            f"IN (VALUES {listed(keys, 4)})"
+            " UNION ALL SELECT 2, a.event_id, NULL, a.player_id, a.event_type, a.source_model, a.source_id "
+            f"FROM (VALUES {listed(keys, 4)}) AS k JOIN archived_event_keys AS a "
+            "ON a.player_id = k.column1 AND a.event_type = k.column2 "
+            "AND a.source_model = k.column3 AND a.source_id = k.column4"
         )
     return sql
 
