@@ -34,10 +34,8 @@ CLI own the transactions.
 
 from __future__ import annotations
 
-import gc
 from collections import Counter, defaultdict, namedtuple
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from functools import lru_cache
@@ -49,6 +47,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from webapp.collection import fewer_collections
 from webapp.domain import jobs, monitoring
 from webapp.domain.audit import Actor, record_audit
 from webapp.domain.errors import Conflict, Invalid
@@ -626,7 +625,7 @@ def preview(
     """
     scope.validated()
     _check_batch_size(batch_size)
-    with _fewer_collections():
+    with fewer_collections():
         return _preview(session, scope, batch_size, sample_size)
 
 
@@ -691,27 +690,6 @@ def _preview(
         sample=sample,
         failures=failures,
     )
-
-
-@contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """Collect garbage less often while a dry run derives the whole history.
-
-    Each batch makes tens of thousands of short-lived records and events, which
-    set off collections walking everything already alive (the app, the
-    session): a third of a dry run's CPU time. As the job runner does for the
-    batches, objects alive before are frozen out of those walks and the young
-    generation grows larger between collections; cycles are still collected,
-    and the settings are put back afterwards.
-    """
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(max(thresholds[0], 50_000), thresholds[1], thresholds[2])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 def _any_event_from(session: Session, source_model: str) -> bool:

@@ -10,18 +10,17 @@ traceback, and everything already committed stays consistent.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import socket
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from webapp.collection import fewer_collections
 from webapp.domain import jobs
 from webapp.jobs.alerting import raise_alert_now
 from webapp.models.jobs import JobRun
@@ -85,27 +84,6 @@ def procedures() -> dict[str, Procedure]:
     }
 
 
-@contextmanager
-def _batch_friendly_gc() -> Iterator[None]:
-    """Collect garbage less often while a job runs its batches.
-
-    A batch allocates tens of thousands of short-lived rows and events; with the
-    default thresholds the collector keeps walking everything already alive
-    (the app, the session's identity map), which cost a third of a backfill's
-    time. Objects alive before the job are frozen out of those walks, and the
-    young generation may grow larger between collections. Cycles are still
-    collected; the settings are restored afterwards.
-    """
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(max(thresholds[0], 50_000), thresholds[1], thresholds[2])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
-
-
 def execute_run(session: Session, run_id: int, *, worker: str | None = None,
                 listeners: list[ProgressListener] | None = None) -> JobRun:
     """Run a queued job run to its end and return it (succeeded, failed or cancelled)."""
@@ -117,7 +95,7 @@ def execute_run(session: Session, run_id: int, *, worker: str | None = None,
     try:
         if procedure is None:
             raise RuntimeError(f"no procedure for job kind {kind!r}")
-        with _batch_friendly_gc():
+        with fewer_collections():
             result = procedure(session, context)
     except JobCancelled:
         session.rollback()
