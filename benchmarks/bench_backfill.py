@@ -243,7 +243,7 @@ def measure_raw(url: str, backend: str, stored: list[tuple], ranges: list[list[i
         full = f"INSERT INTO activity_events ({columns}) VALUES {', '.join([one_row] * RAW_SQLITE_ROWS)}"
     else:
         names = ", ".join(f"c{i}" for i in range(len(EVENT_COLUMNS)))
-        arrays = ", ".join(f"%(c{i})s::{cast}[]" for i, cast in enumerate(_POSTGRES_CASTS))
+        arrays = ", ".join(f"%(c{i})b::{cast}[]" for i, cast in enumerate(_POSTGRES_CASTS))
         insert_arrays = (f"INSERT INTO activity_events ({columns}) SELECT {names} "
                          f"FROM unnest({arrays}) AS g({names})" + _RETURNING)
     width = len(STAT_NAMES)

@@ -91,6 +91,30 @@ def test_a_batch_reports_which_facts_were_new_and_which_duplicates(session, make
     assert stats(session, bob)["matches_won"] == 1
 
 
+def test_a_large_batch_stores_every_value_as_given(session, make_player, make_team, make_tournament):
+    # Past a few rows PostgreSQL gets one array a column: values must come back
+    # as the single-row path stores them, large ids and NULL-only columns included.
+    alice, bob = make_player("alice"), make_player("bob")
+    team = make_team("Night Owls", [alice, bob])
+    cup = make_tournament("Winter Cup")
+    facts = [
+        won(alice if n % 2 else bob, match_id=2**40 + n, occurred_at=T0 + timedelta(minutes=n),
+            team_id=team.id if n % 3 == 0 else None, tournament_id=cup.id,
+            metadata={"round": f"Round «{n}»", "side": "a", "opponent_player_ids": [2**35 + n]})
+        for n in range(20)
+    ]
+    with unit_of_work(session):
+        outcome = record_events(session, facts)
+    assert len(outcome.recorded) == 20
+    stored = {e.source_id: e for e in session.scalars(select(ActivityEvent))}
+    for fact in facts:
+        event = stored[fact.source_id]
+        assert (event.player_id, event.occurred_at, event.team_id, event.tournament_id) == (
+            fact.player_id, fact.occurred_at, fact.team_id, fact.tournament_id)
+        assert event.details == dict(fact.metadata) and event.reverses_event_id is None
+    assert stats(session, alice)["matches_won"] + stats(session, bob)["matches_won"] == 20
+
+
 def test_every_member_of_a_team_gets_their_own_event_from_the_same_source(session, make_player, make_team, make_tournament):
     alice, bob = make_player("alice"), make_player("bob")
     team = make_team("Night Owls", [alice, bob])

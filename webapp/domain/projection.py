@@ -134,8 +134,8 @@ def _stats_upsert(dialect: Dialect) -> Callable[[Connection, list[tuple], dateti
     )
     if dialect.name == "postgresql":
         arrays = ", ".join(
-            ["%(c0)s::bigint[]", "%(c1)s::text[]"]
-            + [f"%(c{i + 2})s::integer[]" for i in range(len(STAT_NAMES))]
+            ["%(c0)b::bigint[]", "%(c1)b::text[]"]
+            + [f"%(c{i + 2})b::integer[]" for i in range(len(STAT_NAMES))]
         )
         # WITH ORDINALITY ... ORDER BY keeps the rows' lock order the caller chose.
         sql = (

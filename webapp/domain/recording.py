@@ -480,7 +480,7 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
     if dialect.name == "postgresql":
         casts = ("bigint", "text", "timestamptz", "timestamptz", "text", "bigint", "text", "bigint",
                  "bigint", "bigint", "boolean", "jsonb", "bigint")
-        arrays = ", ".join(f"%(c{i})s::{cast}[]" for i, cast in enumerate(casts))
+        arrays = ", ".join(f"%(c{i})b::{cast}[]" for i, cast in enumerate(casts))
         names = ", ".join(f"c{i}" for i in range(len(casts)))
         # WITH ORDINALITY ... ORDER BY keeps the key order the caller sorted the rows in.
         sql = (
