@@ -17,9 +17,10 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import select, tuple_
@@ -132,15 +133,18 @@ def _record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
     connection = session.connection()
     now = utcnow()
     rows = [_validated_row(fact, now) for fact in facts]
-    archived = _check_references(session, connection, rows, now)
+    keys = [_row_key(row) for row in rows]
+    archived = _check_references(session, connection, rows, keys, now)
 
     # One row per key goes to the database; later repeats inside the batch are
     # compared with it like any other repeat.
     first_by_key: dict[EventKey, dict[str, Any]] = {}
-    for row in rows:
-        first_by_key.setdefault(_row_key(row), row)
+    for key, row in zip(keys, rows, strict=True):
+        first_by_key.setdefault(key, row)
     inserted = _insert_new(
-        connection, sorted((r for k, r in first_by_key.items() if k not in archived), key=_row_key), now
+        connection,
+        [row for key, row in sorted(first_by_key.items(), key=itemgetter(0)) if key not in archived],
+        now,
     )
 
     add_stat_deltas(
@@ -155,15 +159,12 @@ def _record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
     )
 
     if len(inserted) == len(rows):  # every fact new: the common case, nothing to compare
-        return BatchOutcome(
-            [RecordOutcome(key, RecordStatus.RECORDED, inserted[key]) for key in map(_row_key, rows)]
-        )
-    repeated_keys = {_row_key(row) for row in rows} - inserted.keys() - archived.keys()
+        return BatchOutcome([RecordOutcome(key, RecordStatus.RECORDED, inserted[key]) for key in keys])
+    repeated_keys = set(keys) - inserted.keys() - archived.keys()
     stored = _stored_payloads(session, repeated_keys) if repeated_keys else {}
     outcomes: list[RecordOutcome] = []
     claimed: set[EventKey] = set()
-    for row in rows:
-        key = _row_key(row)
+    for key, row in zip(keys, rows, strict=True):
         if key in inserted and key not in claimed:
             claimed.add(key)
             outcomes.append(RecordOutcome(key, RecordStatus.RECORDED, inserted[key]))
@@ -227,7 +228,7 @@ def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
 
 
 def _check_references(
-    session: Session, connection: Connection, rows: list[dict[str, Any]], now: datetime
+    session: Session, connection: Connection, rows: list[dict[str, Any]], keys: list[EventKey], now: datetime
 ) -> dict[EventKey, int]:
     """Check every referenced record exists and team events go to members; derive privacy.
 
@@ -237,9 +238,8 @@ def _check_references(
     """
     player_ids = sorted({row["player_id"] for row in rows})
     tournament_ids = sorted({row["tournament_id"] for row in rows if row["tournament_id"] is not None})
-    archivable = sorted(
-        {_row_key(row) for row in rows if row["occurred_at"] < now - YOUNGEST_ARCHIVABLE}
-    )
+    youngest = now - YOUNGEST_ARCHIVABLE
+    archivable = sorted({key for key, row in zip(keys, rows, strict=True) if row["occurred_at"] < youngest})
     known_players, private, archived = _lookup_references(
         connection, player_ids, tournament_ids, archivable
     )
@@ -451,6 +451,8 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
         if table.c[name].type.dialect_impl(dialect).bind_processor(dialect) is not None:
             raise RuntimeError(f"activity_events.{name} needs a bind processor the insert does not apply")
     occurred, recorded = processors["occurred_at"], processors["recorded_at"]
+    if dialect.name == "sqlite":
+        occurred, recorded = _quicker_sqlite_time(occurred), _quicker_sqlite_time(recorded)
     private, metadata = processors["is_private"], processors["metadata"]
 
     def values(rows: list[dict[str, Any]], now: datetime) -> list[tuple]:
@@ -515,6 +517,27 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
         return inserted
 
     return insert
+
+
+def _quicker_sqlite_time(process: Callable[[datetime], Any]) -> Callable[[datetime], Any]:
+    """Return an equivalent of the column's bind processor for aware times on SQLite, if one holds.
+
+    The column stores naive UTC text; its processor converts to UTC, drops the
+    zone and formats field by field, a fifth of a batch's CPU. The ISO form of
+    the UTC time without its "+00:00" is the same text, which is checked here
+    on awkward times before it is used.
+    """
+    def quicker(value: datetime) -> str:
+        return value.astimezone(UTC).isoformat(" ", "microseconds")[:-6]
+
+    samples = (
+        datetime(2026, 3, 2, 18, 0, tzinfo=UTC),
+        datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2026, 10, 25, 1, 30, 59, 999_999, tzinfo=timezone(timedelta(hours=-7, minutes=-30))),
+    )
+    if all(quicker(sample) == process(sample) for sample in samples):
+        return quicker
+    return process
 
 
 def _stored_payloads(session: Session, keys: set[EventKey]) -> dict[EventKey, tuple[int, dict[str, Any]]]:
