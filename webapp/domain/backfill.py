@@ -729,8 +729,8 @@ _KEYS_PER_LOOKUP = 2_000
 _KEY_PARTS = ("players", "types", "models", "sources")
 _STORED_KEYS_POSTGRES = (
     "SELECT e.player_id, e.event_type, e.source_model, e.source_id FROM {table} AS e "
-    "JOIN unnest(%(players)s::bigint[], %(types)s::text[], %(models)s::text[], "
-    "%(sources)s::bigint[]) AS k(player_id, event_type, source_model, source_id) "
+    "JOIN unnest(%(players)b::bigint[], %(types)b::text[], %(models)b::text[], "
+    "%(sources)b::bigint[]) AS k(player_id, event_type, source_model, source_id) "
     "ON e.player_id = k.player_id AND e.event_type = k.event_type "
     "AND e.source_model = k.source_model AND e.source_id = k.source_id"
 )

@@ -295,16 +295,16 @@ def _lookup_references(
 
 _POSTGRES_REFERENCES = (
     "SELECT 0, id, false, NULL::bigint, NULL::varchar, NULL::varchar, NULL::bigint FROM players "
-    "WHERE id = ANY(%(players)s::bigint[]) UNION ALL "
+    "WHERE id = ANY(%(players)b::bigint[]) UNION ALL "
     "SELECT 1, id, is_private, NULL, NULL, NULL, NULL FROM tournaments "
-    "WHERE id = ANY(%(tournaments)s::bigint[])"
+    "WHERE id = ANY(%(tournaments)b::bigint[])"
 )
 _KEY_ARRAYS = ("key_players", "key_types", "key_models", "key_sources")
 _POSTGRES_ARCHIVED_KEYS = (
     " UNION ALL SELECT 2, event_id, NULL, player_id, event_type, source_model, source_id "
     "FROM archived_event_keys WHERE (player_id, event_type, source_model, source_id) IN "
-    "(SELECT * FROM unnest(%(key_players)s::bigint[], %(key_types)s::text[], "
-    "%(key_models)s::text[], %(key_sources)s::bigint[]))"
+    "(SELECT * FROM unnest(%(key_players)b::bigint[], %(key_types)b::text[], "
+    "%(key_models)b::text[], %(key_sources)b::bigint[]))"
 )
 
 
