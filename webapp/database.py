@@ -99,7 +99,8 @@ def run_on_driver(
     as ``exec_driver_sql`` would raise them, so transaction handling above is
     unchanged. When anything listens for cursor executions (statement
     counters, tracing), the statement goes through ``exec_driver_sql`` so that
-    the listeners see it.
+    the listeners see it. SQLAlchemy's echo logging does not see these
+    statements; a ``before_cursor_execute`` listener that logs does.
     """
     if connection.dispatch.before_cursor_execute or connection.dispatch.after_cursor_execute:
         if many:
