@@ -221,3 +221,21 @@ def test_the_archived_key_lookup_searches_the_key_index_instead_of_scanning_the_
     archive_steps = [step for step in plan if "archived_event_keys" in step or " a " in f" {step} "]
     assert archive_steps and all(step.startswith("SEARCH") for step in archive_steps), plan
     session.rollback()
+
+
+def test_a_few_facts_at_once_add_the_deltas_of_exactly_the_new_ones_to_their_scopes(
+    session, make_player, make_tournament
+):
+    alice, bob = make_player("alice"), make_player("bob")
+    secret = make_tournament("Invitational", is_private=True)
+    with unit_of_work(session):
+        record_event(session, won(bob, match_id=1))
+    with unit_of_work(session):
+        outcome = record_events(session, [
+            won(alice, match_id=2), won(alice, match_id=3, tournament_id=secret.id), won(bob, match_id=1),
+        ])
+    assert [o.status for o in outcome.outcomes] == [
+        RecordStatus.RECORDED, RecordStatus.RECORDED, RecordStatus.DUPLICATE,
+    ]
+    assert (stats(session, alice)["matches_won"], stats(session, alice, "public")["matches_won"]) == (2, 1)
+    assert (stats(session, bob)["matches_won"], stats(session, bob, "public")["matches_won"]) == (1, 1)

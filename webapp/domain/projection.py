@@ -102,6 +102,14 @@ def add_stat_deltas(connection: Connection, deltas: Mapping[StatKey, Mapping[str
 
 _FEW_ROWS = 8
 
+#: The columns a stats upsert writes, and how a row that exists takes the deltas.
+STATS_UPSERT_COLUMNS = ("player_id", "scope", *STAT_NAMES, "updated_at")
+STATS_UPSERT_CONFLICT = (
+    " ON CONFLICT (player_id, scope) DO UPDATE SET "
+    + ", ".join(f"{s} = player_stats.{s} + excluded.{s}" for s in STAT_NAMES)
+    + ", updated_at = excluded.updated_at"
+)
+
 
 def _listed_upsert(columns: str, conflict: str, mark: str) -> Callable[[int], str]:
     row = "(" + ", ".join([mark] * (len(STAT_NAMES) + 3)) + ")"
@@ -126,12 +134,8 @@ def _stats_upsert(dialect: Dialect) -> Callable[[Connection, list[tuple], dateti
     for name in ("player_id", "scope", *STAT_NAMES):
         if table.c[name].type.dialect_impl(dialect).bind_processor(dialect) is not None:
             raise RuntimeError(f"player_stats.{name} needs a bind processor the upsert does not apply")
-    columns = ", ".join(("player_id", "scope", *STAT_NAMES, "updated_at"))
-    conflict = (
-        " ON CONFLICT (player_id, scope) DO UPDATE SET "
-        + ", ".join(f"{s} = player_stats.{s} + excluded.{s}" for s in STAT_NAMES)
-        + ", updated_at = excluded.updated_at"
-    )
+    columns = ", ".join(STATS_UPSERT_COLUMNS)
+    conflict = STATS_UPSERT_CONFLICT
     if dialect.name == "postgresql":
         arrays = ", ".join(
             ["%(c0)b::bigint[]", "%(c1)b::text[]"]

@@ -29,11 +29,17 @@ from sqlalchemy.orm import Session
 
 from webapp.database import dialect_insert, run_on_driver
 from webapp.domain.errors import Invalid
-from webapp.domain.projection import add_stat_deltas, counted_stat_deltas
+from webapp.domain.projection import (
+    STATS_UPSERT_COLUMNS,
+    STATS_UPSERT_CONFLICT,
+    add_stat_deltas,
+    counted_stat_deltas,
+)
 from webapp.domain.taxonomy import event_type as lookup_event_type
 from webapp.models.activity import ORIGINS, ActivityEvent, DataQualityFinding
 from webapp.models.base import utcnow
 from webapp.models.players import TeamMembership
+from webapp.models.stats import STAT_NAMES
 from webapp.observability import RECORD_EVENTS, observed
 
 # Bound parameters per IN (...) list, well under both databases' limits.
@@ -141,21 +147,10 @@ def _record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
     first_by_key: dict[EventKey, dict[str, Any]] = {}
     for key, row in zip(keys, rows, strict=True):
         first_by_key.setdefault(key, row)
-    inserted = _insert_new(
+    inserted = _insert_and_count(
         connection,
         [row for key, row in sorted(first_by_key.items(), key=itemgetter(0)) if key not in archived],
         now,
-    )
-
-    add_stat_deltas(
-        connection,
-        counted_stat_deltas(
-            Counter(
-                (row["player_id"], row["event_type"], row["team_id"] is not None, row["is_private"])
-                for key, row in first_by_key.items()
-                if key in inserted
-            )
-        ),
     )
 
     if len(inserted) == len(rows):  # every fact new: the common case, nothing to compare
@@ -406,11 +401,83 @@ def _check_team_membership(session: Session, rows: list[dict[str, Any]]) -> None
             )
 
 
-def _insert_new(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
-    """Insert rows whose key is not stored yet; return the keys and ids of those inserted."""
+def _insert_and_count(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
+    """Insert rows whose key is not stored yet and add the stat deltas of those inserted.
+
+    Return the keys and ids of the rows inserted.
+    """
     if not rows:  # every fact was archived already
         return {}
-    return _event_insert(connection.dialect)(connection, rows, now)
+    if connection.dialect.name == "postgresql" and len(rows) <= _FEW_ROWS:
+        return _insert_and_count_in_one_statement(connection, rows, now)
+    inserted = _event_insert(connection.dialect)(connection, rows, now)
+    add_stat_deltas(
+        connection,
+        counted_stat_deltas(
+            Counter(
+                (row["player_id"], row["event_type"], row["team_id"] is not None, row["is_private"])
+                for row in rows
+                if _row_key(row) in inserted
+            )
+        ),
+    )
+    return inserted
+
+
+def _insert_and_count_in_one_statement(
+    connection: Connection, rows: list[dict[str, Any]], now: datetime
+) -> dict[EventKey, int]:
+    """Do what ``_insert_and_count`` does for a few rows, in one PostgreSQL statement.
+
+    A live result is one or two events: on PostgreSQL each statement is a round
+    trip, and client and server share the machine, so the stats upsert rides
+    in the insert's statement as a data-modifying CTE. It adds the deltas of
+    exactly the rows the insert returns, in (player, scope) order like every
+    other stats upsert.
+    """
+    event_values = _event_values(connection.dialect)(rows, now)
+    delta_rows = [
+        (row["player_id"], row["event_type"], row["source_model"], row["source_id"], scope, *deltas)
+        for row in rows
+        for (_player, scope), deltas in _one_event_deltas(
+            row["player_id"], row["event_type"], row["team_id"] is not None, row["is_private"]
+        )
+    ]
+    sql = _insert_and_count_sql(len(event_values), len(delta_rows))
+    parameters = (*(v for row in event_values for v in row), *(v for row in delta_rows for v in row), now)
+    return {(r[1], r[2], r[3], r[4]): r[0] for r in run_on_driver(connection, sql, parameters)}
+
+
+def _one_event_deltas(
+    player_id: int, event_type: str, is_team: bool, is_private: bool
+) -> list[tuple[tuple[int, str], tuple[int, ...]]]:
+    deltas = counted_stat_deltas({(player_id, event_type, is_team, is_private): 1})
+    return [(key, tuple(d[s] for s in STAT_NAMES)) for key, d in sorted(deltas.items())]
+
+
+@lru_cache(maxsize=64)
+def _insert_and_count_sql(events: int, delta_rows: int) -> str:
+    event_row = "(" + ", ".join(["%s"] * len(_INSERT_COLUMNS)) + ")"
+    stat_columns = [f"s{i}" for i in range(len(STAT_NAMES))]
+    # Typed by the first row: PostgreSQL settles a VALUES list's column types from it.
+    first = "(%s::bigint, %s::text, %s::text, %s::bigint, %s::text, " + ", ".join(
+        ["%s::integer"] * len(STAT_NAMES)
+    ) + ")"
+    other = "(" + ", ".join(["%s"] * (5 + len(STAT_NAMES))) + ")"
+    deltas = ", ".join([first] + [other] * (delta_rows - 1))
+    sums = ", ".join(f"SUM(d.{c})" for c in stat_columns)
+    return (
+        f"WITH ins AS (INSERT INTO activity_events ({', '.join(_INSERT_COLUMNS)}) VALUES "
+        + ", ".join([event_row] * events) + _ON_CONFLICT_RETURNING + "), "
+        f"d (player_id, event_type, source_model, source_id, scope, {', '.join(stat_columns)}) "
+        f"AS (VALUES {deltas}), "
+        f"st AS (INSERT INTO player_stats ({', '.join(STATS_UPSERT_COLUMNS)}) "
+        f"SELECT d.player_id, d.scope, {sums}, %s::timestamptz FROM d JOIN ins "
+        "ON ins.player_id = d.player_id AND ins.event_type = d.event_type "
+        "AND ins.source_model = d.source_model AND ins.source_id = d.source_id "
+        "GROUP BY d.player_id, d.scope ORDER BY d.player_id, d.scope" + STATS_UPSERT_CONFLICT + ") "
+        "SELECT id, player_id, event_type, source_model, source_id FROM ins"
+    )
 
 
 # The columns recording writes, in the order the insert statements bind them.
@@ -425,22 +492,20 @@ _ON_CONFLICT_RETURNING = (
 )
 # Rows per SQLite statement: 13 parameters each stays far below its variable limit.
 _SQLITE_ROWS_PER_INSERT = 500
-# Up to this many rows PostgreSQL gets plain VALUES lists: for one event, adapting
-# a dozen one-element arrays costs psycopg more than the statement itself.
+# Up to this many rows PostgreSQL gets plain VALUES lists, with the stats upsert in
+# the same statement: for one event, adapting a dozen one-element arrays costs
+# psycopg more than the statement itself.
 _FEW_ROWS = 8
 
 _EventInsert = Callable[[Connection, list[dict[str, Any]], datetime], dict[EventKey, int]]
 
 
 @lru_cache(maxsize=8)
-def _event_insert(dialect: Dialect) -> _EventInsert:
-    """Build the idempotent insert of event rows for ``dialect``.
+def _event_values(dialect: Dialect) -> Callable[[list[dict[str, Any]], datetime], list[tuple]]:
+    """Build the conversion of event rows to driver values in ``_INSERT_COLUMNS`` order.
 
-    The statements are written out once per dialect and run through the driver,
-    with values converted by the columns' own bind processors: SQLAlchemy's
-    per-row parameter handling (and, on PostgreSQL, psycopg parsing a multi-row
-    VALUES list of thousands of placeholders) cost more than the insert itself.
-    On PostgreSQL the rows go as one array per column in a single statement.
+    Values go through the columns' own bind processors (or, for SQLite times, a
+    checked equivalent).
     """
     table = ActivityEvent.__table__
     processors = {
@@ -466,6 +531,20 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
             for r in rows
         ]
 
+    return values
+
+
+@lru_cache(maxsize=8)
+def _event_insert(dialect: Dialect) -> _EventInsert:
+    """Build the idempotent insert of event rows for ``dialect``.
+
+    The statements are written out once per dialect and run through the driver,
+    with values converted by the columns' own bind processors: SQLAlchemy's
+    per-row parameter handling (and, on PostgreSQL, psycopg parsing a multi-row
+    VALUES list of thousands of placeholders) cost more than the insert itself.
+    On PostgreSQL the rows go as one array per column in a single statement.
+    """
+    values = _event_values(dialect)
     columns = ", ".join(_INSERT_COLUMNS)
 
     def listed(mark: str) -> Callable[[int], str]:
@@ -491,16 +570,12 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
             + _ON_CONFLICT_RETURNING
         )
 
-        few = listed("%s")
-
+        # A few rows go with their stats in one statement instead (_insert_and_count_in_one_statement).
         def insert(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
             given = values(rows, now)
-            if len(given) <= _FEW_ROWS:
-                result = run_on_driver(connection, few(len(given)), tuple(v for row in given for v in row))
-            else:
-                result = run_on_driver(
-                    connection, sql, {f"c{i}": list(column) for i, column in enumerate(zip(*given))}
-                )
+            result = run_on_driver(
+                connection, sql, {f"c{i}": list(column) for i, column in enumerate(zip(*given))}
+            )
             return {(r[1], r[2], r[3], r[4]): r[0] for r in result}
 
         return insert
