@@ -229,12 +229,16 @@ def _check_references(
 
     Return the archived event id of each row whose fact is already in cold
     storage. Archival takes only events older than YOUNGEST_ARCHIVABLE, so
-    only such facts are looked up: live results, which happen now, are not.
+    only such facts are looked up: live results, which happen now, are not;
+    nor is anything while the archive holds no key (a backfill's thousands of
+    keys would otherwise be sent with every batch to match nothing).
     """
     player_ids = sorted({row["player_id"] for row in rows})
     tournament_ids = sorted({row["tournament_id"] for row in rows if row["tournament_id"] is not None})
     youngest = now - YOUNGEST_ARCHIVABLE
     archivable = sorted({key for key, row in zip(keys, rows, strict=True) if row["occurred_at"] < youngest})
+    if len(archivable) > _FEW_ROWS and not run_on_driver(connection, _ANY_ARCHIVED_KEY):
+        archivable = []
     known_players, private, archived = _lookup_references(
         connection, player_ids, tournament_ids, archivable
     )
@@ -295,6 +299,7 @@ _POSTGRES_REFERENCES = (
     "WHERE id = ANY(%(tournaments)b::bigint[])"
 )
 _KEY_ARRAYS = ("key_players", "key_types", "key_models", "key_sources")
+_ANY_ARCHIVED_KEY = "SELECT 1 FROM archived_event_keys LIMIT 1"
 _POSTGRES_ARCHIVED_KEYS = (
     " UNION ALL SELECT 2, event_id, NULL, player_id, event_type, source_model, source_id "
     "FROM archived_event_keys WHERE (player_id, event_type, source_model, source_id) IN "
