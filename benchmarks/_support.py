@@ -1,4 +1,4 @@
-"""What the benchmarks share: a scratch database per backend, migrated, and summaries of samples.
+"""What the benchmarks share: scratch databases, summaries of samples, and how a run reports.
 
 Imported by the ``bench_*.py`` scripts once they have put the repository root on
 ``sys.path``; not a benchmark itself.
@@ -6,7 +6,11 @@ Imported by the ``bench_*.py`` scripts once they have put the repository root on
 
 from __future__ import annotations
 
+import resource
+import sqlite3
 import statistics
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +27,7 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def sqlite_time(value: datetime) -> str:
-    """Return ``value`` as SQLite stores our times: naive UTC text."""
+    """Return ``value`` as SQLite stores our times: naive UTC text, the bytes the product writes."""
     return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
@@ -62,3 +66,36 @@ def percentiles(samples: list[float]) -> dict[str, float]:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
     return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "mean": statistics.fmean(ordered) * 1000}
+
+
+def say(message: str) -> None:
+    """Report a benchmark's progress on stderr, timestamped; the figures go to stdout."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def exit_on_terminate(signum, _frame) -> None:
+    """Signal handler: unwind normally, so the scratch databases are removed."""
+    raise SystemExit(128 + signum)
+
+
+def server_version(app: Flask) -> str:
+    """Name the database server (or SQLite library) ``app`` runs on."""
+    with app.app_context(), db.engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            return "SQLite " + sqlite3.sqlite_version
+        return conn.exec_driver_sql("SHOW server_version").scalar()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB.
+
+    Linux carries ``ru_maxrss`` over exec from the parent, so a child started
+    by a large parent would report the parent's peak; VmHWM is this process's own.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

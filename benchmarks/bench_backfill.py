@@ -47,15 +47,11 @@ from bench_core import (
     EVENT_COLUMNS,
     RESULTS_DIR,
     RawRecorder,
-    _exit_on_terminate,
-    _peak_rss_mb,
-    _say,
-    _server_version,
-    _sqlite_time,
     build_app,
     scratch_database,
 )
 
+from benchmarks._support import exit_on_terminate, peak_rss_mb, say, server_version, sqlite_time
 from webapp.models.stats import STAT_NAMES
 
 # Targets from the backfill issue.
@@ -134,7 +130,7 @@ def backfill_child(url: str, batch_size: int, profile_top: int) -> None:
                 batch_size=batch_size, pause_seconds=0,
             ).id
         gc.collect()
-        before = _peak_rss_mb()
+        before = peak_rss_mb()
         start, cpu_start = time.perf_counter(), time.process_time()
         run = execute_run(session, run_id)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
@@ -154,7 +150,7 @@ def backfill_child(url: str, batch_size: int, profile_top: int) -> None:
         "parity_ok": result.get("parity_ok"),
         "seconds": seconds, "cpu_seconds": cpu, "batch_seconds": batch_seconds,
         "events_per_s": counts.events_inserted / seconds,
-        "rss_before_mb": before, "peak_rss_mb": _peak_rss_mb(),
+        "rss_before_mb": before, "peak_rss_mb": peak_rss_mb(),
         # The baseline writes the same rows in the same transactions.
         "event_ranges": [[line.first_event_id, line.last_event_id] for line in lines
                          if line.committed and line.first_event_id is not None],
@@ -256,9 +252,9 @@ def measure_raw(url: str, backend: str, stored: list[tuple], ranges: list[list[i
             now = datetime.now(UTC)
             cursor = raw._begin()
             if backend == "sqlite":
-                stamp = _sqlite_time(now)
+                stamp = sqlite_time(now)
                 rows = [
-                    (p, t, _sqlite_time(at), stamp, m, s, o, oid, team, tid, int(private),
+                    (p, t, sqlite_time(at), stamp, m, s, o, oid, team, tid, int(private),
                      json.dumps(meta), rev)
                     for _id, p, t, at, _rec, m, s, o, oid, team, tid, private, meta, rev in batch
                 ]
@@ -320,17 +316,17 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict:
     figures: dict[str, Any] = {"backend": backend, "load_before": os.getloadavg()}
     with scratch_database(backend) as url:
         app = build_app(url)
-        _say(f"{backend}: source history at scale {args.scale}")
+        say(f"{backend}: source history at scale {args.scale}")
         figures["history"] = build_history(app, args.scale)
-        figures["server"] = _server_version(app)
-        _say(f"{backend}: backfill, batches of {args.batch_size}")
+        figures["server"] = server_version(app)
+        say(f"{backend}: backfill, batches of {args.batch_size}")
         figures["backfill"] = measure_backfill(url, args.batch_size, args.profile)
         engine = sa.create_engine(url)
         try:
             stored = read_events(url, backend)
             backfill_stats = stats_snapshot(engine)
             wipe_events(engine)
-            _say(f"{backend}: the raw driver writing the same {len(stored):,} events")
+            say(f"{backend}: the raw driver writing the same {len(stored):,} events")
             figures["raw"] = measure_raw(url, backend, stored, figures["backfill"]["event_ranges"])
             figures["raw"]["same_stats"] = check_same_stats(engine, backfill_stats)
         finally:
@@ -391,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backfill-child", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--profile-top", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_terminate)
+    signal.signal(signal.SIGTERM, exit_on_terminate)
 
     if args.backfill_child:
         backfill_child(args.backfill_child, args.batch_size, args.profile_top)
@@ -412,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS_DIR.mkdir(exist_ok=True)
         path = RESULTS_DIR / f"backfill-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
         path.write_text(json.dumps(results, indent=2) + "\n")
-        _say(f"figures written to {path.relative_to(ROOT)}")
+        say(f"figures written to {path.relative_to(ROOT)}")
     return 0
 
 

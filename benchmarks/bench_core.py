@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import random
-import resource
 import signal
 import sqlite3
 import statistics
@@ -45,6 +44,7 @@ import psycopg
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb
 
+from benchmarks._support import exit_on_terminate, peak_rss_mb, say, server_version, sqlite_time
 from webapp.database import SQLITE_BUSY_TIMEOUT_MS
 from webapp.models.stats import STAT_NAMES
 
@@ -236,7 +236,7 @@ class RawRecorder:
         is_private = self.privacy.get(fact.tournament_id, False) or fact.is_private
         if self.backend == "sqlite":
             return (
-                fact.player_id, fact.event_type, _sqlite_time(fact.occurred_at), _sqlite_time(now),
+                fact.player_id, fact.event_type, sqlite_time(fact.occurred_at), sqlite_time(now),
                 fact.source_model, fact.source_id, fact.origin, fact.origin_id, fact.team_id,
                 fact.tournament_id, int(is_private), json.dumps(fact.metadata), fact.reverses_event_id,
             )
@@ -247,7 +247,7 @@ class RawRecorder:
         )
 
     def _stat_rows(self, totals: dict[tuple[int, str], list[int]], now: datetime) -> list[tuple]:
-        stamp = _sqlite_time(now) if self.backend == "sqlite" else now
+        stamp = sqlite_time(now) if self.backend == "sqlite" else now
         return [(player_id, scope, *values, stamp) for (player_id, scope), values in sorted(totals.items())]
 
     def record_one(self, fact) -> int | None:
@@ -297,11 +297,6 @@ class RawRecorder:
             cursor.executemany(self.insert_event, rows)
         cursor.executemany(self.upsert_one, self._stat_rows(totals, now))
         self._commit()
-
-
-def _sqlite_time(value: datetime) -> str:
-    # The text form SQLAlchemy's SQLite DateTime stores, so both sides write the same bytes.
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 # Measurements ------------------------------------------------------------------
@@ -624,7 +619,7 @@ def memory_child(url: str, events: int, batch_size: int, source_base: int) -> No
         session.rollback()
         population = Population(player_ids, privacy)
         gc.collect()
-        before = _peak_rss_mb()
+        before = peak_rss_mb()
         start = time.perf_counter()
         for offset in range(0, events, batch_size):
             batch = population.facts(source_base + offset, min(batch_size, events - offset), seed=offset)
@@ -632,24 +627,9 @@ def memory_child(url: str, events: int, batch_size: int, source_base: int) -> No
                 record_events(session, batch)
         seconds = time.perf_counter() - start
         db.session.remove()
-    peak = _peak_rss_mb()
+    peak = peak_rss_mb()
     print(json.dumps({"events": events, "batch_size": batch_size, "rss_before_mb": before,
                       "peak_rss_mb": peak, "seconds": seconds, "events_per_s": events / seconds}))
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB.
-
-    Linux carries ``ru_maxrss`` over exec from the parent, so a child started
-    by a large parent would report the parent's peak; VmHWM is this process's own.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # Running and reporting -----------------------------------------------------------
@@ -661,20 +641,20 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict:
     with scratch_database(backend) as url:
         app = build_app(url)
         population = migrate_and_seed(app, args.players, args.tournaments)
-        figures["server"] = _server_version(app)
+        figures["server"] = server_version(app)
         raw = RawRecorder(backend, url, population.tournament_privacy)
         try:
             if "single" in phases:
-                _say(f"{backend}: single events ({args.events} per side)")
+                say(f"{backend}: single events ({args.events} per side)")
                 figures["single"] = measure_single(app, raw, population, args.events, 1_000_000_000)
             if "batch" in phases:
-                _say(f"{backend}: batches ({args.batch_events} events per side, {args.batch_size} per batch)")
+                say(f"{backend}: batches ({args.batch_events} events per side, {args.batch_size} per batch)")
                 figures["batch"] = measure_batch(app, raw, population, args.batch_events, args.batch_size,
                                                  2_000_000_000)
         finally:
             raw.close()
         if "memory" in phases:
-            _say(f"{backend}: peak memory of a {args.memory_events}-event ingest")
+            say(f"{backend}: peak memory of a {args.memory_events}-event ingest")
             figures["memory"] = measure_memory(url, args.memory_events, args.batch_size, 3_000_000_000)
         with app.app_context():
             from webapp.extensions import db
@@ -684,9 +664,9 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict:
         with scratch_database(backend) as url:
             app = build_app(url)
             population = migrate_and_seed(app, args.players, args.tournaments)
-            _say(f"{backend}: seeding {args.reconcile_events} events for reconciliation")
+            say(f"{backend}: seeding {args.reconcile_events} events for reconciliation")
             seed_history(app, population, args.reconcile_events)
-            _say(f"{backend}: reconciliation")
+            say(f"{backend}: reconciliation")
             figures["reconcile"] = measure_reconcile(app, url, backend)
             figures["reconcile"]["events"] = args.reconcile_events
             with app.app_context():
@@ -695,19 +675,6 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict:
                 db.engine.dispose()
     figures["load_after"] = os.getloadavg()
     return figures
-
-
-def _server_version(app) -> str:
-    from webapp.extensions import db
-
-    with app.app_context(), db.engine.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            return "SQLite " + sqlite3.sqlite_version
-        return conn.exec_driver_sql("SHOW server_version").scalar()
-
-
-def _say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _ok(passed: bool) -> str:
@@ -772,11 +739,6 @@ def format_table(figures: dict) -> str:
     return "\n".join(lines)
 
 
-def _exit_on_terminate(signum, _frame) -> None:
-    # Unwind normally, so the scratch databases are removed.
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
@@ -794,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-child", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--source-base", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_terminate)
+    signal.signal(signal.SIGTERM, exit_on_terminate)
 
     if args.memory_child:
         memory_child(args.memory_child, args.memory_events, args.batch_size, args.source_base)
@@ -815,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS_DIR.mkdir(exist_ok=True)
         path = RESULTS_DIR / f"core-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
         path.write_text(json.dumps(results, indent=2) + "\n")
-        _say(f"figures written to {path.relative_to(ROOT)}")
+        say(f"figures written to {path.relative_to(ROOT)}")
     return 0
 
 

@@ -47,12 +47,11 @@ import psycopg
 import sqlalchemy as sa
 from bench_core import (
     RESULTS_DIR,
-    _exit_on_terminate,
-    _say,
-    _server_version,
     build_app,
     scratch_database,
 )
+
+from benchmarks._support import exit_on_terminate, say, server_version
 
 TARGET_SECONDS = 3.0
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -229,7 +228,7 @@ def run_backend(backend: str, args) -> dict:
     with scratch_database(backend) as url, tempfile.TemporaryDirectory(prefix="gdpr-bench-") as tmp:
         folder = Path(tmp)
         app = build_app(url)
-        _say(f"{backend}: seeding {args.events:,} + {args.small_events:,} + {args.noise_events:,} events")
+        say(f"{backend}: seeding {args.events:,} + {args.small_events:,} + {args.noise_events:,} events")
         players = seed(app, args)
         product, raw, product_cpu, raw_cpu = [], [], [], []
         product_bytes = 0
@@ -242,13 +241,13 @@ def run_backend(backend: str, args) -> dict:
             assert n == args.events
             raw.append(seconds)
             raw_cpu.append(cpu)
-            _say(f"{backend}: run {run + 1}: product {product[-1]:.3f} s (CPU {product_cpu[-1]:.3f}), "
+            say(f"{backend}: run {run + 1}: product {product[-1]:.3f} s (CPU {product_cpu[-1]:.3f}), "
                  f"raw {raw[-1]:.3f} s (CPU {raw_cpu[-1]:.3f}), load {os.getloadavg()[0]:.1f}")
         peak_small = product_peak(app, players["small"], folder)
         peak_large = product_peak(app, players["large"], folder)
         figures = {
             "backend": backend,
-            "server": _server_version(app),
+            "server": server_version(app),
             "events": args.events,
             "product_seconds": _summary(product),
             "raw_seconds": _summary(raw),
@@ -304,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-save", action="store_true", help="do not write JSON to benchmarks/results/")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_terminate)
+    signal.signal(signal.SIGTERM, exit_on_terminate)
     backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
     results = [run_backend(backend, args) for backend in backends]
     for figures in results:
@@ -314,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS_DIR.mkdir(exist_ok=True)
         path = RESULTS_DIR / f"gdpr_export-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
         path.write_text(json.dumps(results, indent=2))
-        _say(f"figures written to {path}")
+        say(f"figures written to {path}")
     return 0
 
 
