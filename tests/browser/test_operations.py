@@ -60,17 +60,24 @@ def still_the_same_document(page) -> bool:
     return page.evaluate("() => window.sameDocument === true")
 
 
+READ_PROGRESS = """() => {
+    const progress = document.querySelector('[data-testid="job-progress"]');
+    const bar = progress && progress.querySelector('[data-testid="job-progress-bar"]');
+    return [bar ? bar.getAttribute("aria-valuenow") : null, progress ? progress.dataset.status : null];
+}"""
+
+
 def watch_until_finished(page, timeout_s: float = FINISH_TIMEOUT_S) -> list[int]:
     """Read the progress bar every 100 ms until its run has ended; return the values seen in order."""
-    bar = page.get_by_test_id("job-progress-bar")
-    progress = page.get_by_test_id("job-progress")
     seen: list[int] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        value = bar.get_attribute("aria-valuenow")
+        # Bar and status are read in one evaluation: read one at a time, an htmx swap
+        # between the two reads could pair an ended status with the bar before it.
+        value, status = page.evaluate(READ_PROGRESS)
         if value is not None and (not seen or seen[-1] != int(value)):
             seen.append(int(value))
-        if progress.get_attribute("data-status") in ("succeeded", "failed", "cancelled"):
+        if status in ("succeeded", "failed", "cancelled"):
             return seen
         page.wait_for_timeout(100)
     raise AssertionError(f"the run did not end within {timeout_s}s; the bar showed {seen}")
