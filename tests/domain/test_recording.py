@@ -186,7 +186,7 @@ def test_a_reversal_undoes_its_original_exactly_and_only_once(session, make_play
         assert record_event(session, reversal).status is RecordStatus.DUPLICATE
     assert stats(session, alice)["tournaments_won"] == 0
     assert stats(session, alice)["team_tournament_wins"] == 0
-    second = NewEvent(**{**reversal.__dict__, "source_id": 2})
+    second = reversal._replace(source_id=2)
     with pytest.raises(Invalid, match="already reversed"):
         with unit_of_work(session):
             record_event(session, second)

@@ -172,7 +172,7 @@ def apply_fact_or_batch(session, world, ledger: Ledger, step: Fact | Batch) -> N
     events = [new_event(world, fact) for fact in given_facts]
     if isinstance(step, Batch) and step.poisoned:
         before = snapshot(session)
-        ghost = NewEvent(**{**events[0].__dict__, "player_id": max(world["players"]) + 1000})
+        ghost = events[0]._replace(player_id=max(world["players"]) + 1000)
         with pytest.raises(Invalid, match="unknown player"):
             with unit_of_work(session):
                 record_events(session, [*events, ghost])
