@@ -51,7 +51,14 @@ from bench_core import (
     scratch_database,
 )
 
-from benchmarks._support import exit_on_terminate, peak_rss_mb, say, server_version, sqlite_time
+from benchmarks._support import (
+    exit_on_terminate,
+    peak_rss_mb,
+    release,
+    say,
+    server_version,
+    sqlite_time,
+)
 from webapp.models.stats import STAT_NAMES
 
 # Targets from the backfill issue.
@@ -331,10 +338,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict:
             figures["raw"]["same_stats"] = check_same_stats(engine, backfill_stats)
         finally:
             engine.dispose()
-            with app.app_context():
-                from webapp.extensions import db
-
-                db.engine.dispose()
+            release(app)
     figures["load_after"] = os.getloadavg()
     return figures
 

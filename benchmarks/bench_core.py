@@ -44,7 +44,14 @@ import psycopg
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb
 
-from benchmarks._support import exit_on_terminate, peak_rss_mb, say, server_version, sqlite_time
+from benchmarks._support import (
+    exit_on_terminate,
+    peak_rss_mb,
+    release,
+    say,
+    server_version,
+    sqlite_time,
+)
 from webapp.database import SQLITE_BUSY_TIMEOUT_MS
 from webapp.models.stats import STAT_NAMES
 
@@ -656,10 +663,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict:
         if "memory" in phases:
             say(f"{backend}: peak memory of a {args.memory_events}-event ingest")
             figures["memory"] = measure_memory(url, args.memory_events, args.batch_size, 3_000_000_000)
-        with app.app_context():
-            from webapp.extensions import db
-
-            db.engine.dispose()
+        release(app)
     if "reconcile" in phases:
         with scratch_database(backend) as url:
             app = build_app(url)
@@ -669,10 +673,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict:
             say(f"{backend}: reconciliation")
             figures["reconcile"] = measure_reconcile(app, url, backend)
             figures["reconcile"]["events"] = args.reconcile_events
-            with app.app_context():
-                from webapp.extensions import db
-
-                db.engine.dispose()
+            release(app)
     figures["load_after"] = os.getloadavg()
     return figures
 

@@ -51,7 +51,7 @@ from bench_core import (
     scratch_database,
 )
 
-from benchmarks._support import exit_on_terminate, say, server_version
+from benchmarks._support import exit_on_terminate, release, say, server_version
 
 TARGET_SECONDS = 3.0
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -259,10 +259,7 @@ def run_backend(backend: str, args) -> dict:
             "peak_bytes": {str(args.small_events): peak_small, str(args.events): peak_large},
             "load_average": os.getloadavg(),
         }
-        with app.app_context():
-            from webapp.extensions import db
-
-            db.engine.dispose()
+        release(app)
         return figures
 
 
