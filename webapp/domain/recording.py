@@ -190,39 +190,43 @@ def _record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
 
 
 def _validated_row(fact: NewEvent, now: datetime) -> dict[str, Any]:
-    kind = lookup_event_type(fact.event_type)
-    where = f"{fact.event_type} for player {fact.player_id}"
-    if not isinstance(fact.player_id, int) or isinstance(fact.player_id, bool):
-        raise Invalid(f"{fact.event_type}: player_id must be an integer, not {fact.player_id!r}")
-    if fact.origin not in ORIGINS:
-        raise Invalid(f"{where}: unknown origin {fact.origin!r}; known: {', '.join(ORIGINS)}")
-    if not isinstance(fact.occurred_at, datetime) or fact.occurred_at.tzinfo is None:
-        raise Invalid(f"{where}: occurred_at must be a timezone-aware datetime")
-    if not fact.source_model or not isinstance(fact.source_id, int):
-        raise Invalid(f"{where}: a source model name and integer source id are required")
-    if (kind.reverses is None) != (fact.reverses_event_id is None):
+    (player_id, event_type, occurred_at, source_model, source_id, origin, origin_id, team_id,
+     tournament_id, is_private, metadata, reverses_event_id) = fact
+    kind = lookup_event_type(event_type)
+    if player_id.__class__ is not int and (not isinstance(player_id, int) or isinstance(player_id, bool)):
+        raise Invalid(f"{event_type}: player_id must be an integer, not {player_id!r}")
+    if origin not in ORIGINS:
+        raise Invalid(f"{_where(fact)}: unknown origin {origin!r}; known: {', '.join(ORIGINS)}")
+    if not isinstance(occurred_at, datetime) or occurred_at.tzinfo is None:
+        raise Invalid(f"{_where(fact)}: occurred_at must be a timezone-aware datetime")
+    if not source_model or not isinstance(source_id, int):
+        raise Invalid(f"{_where(fact)}: a source model name and integer source id are required")
+    if (kind.reverses is None) != (reverses_event_id is None):
         raise Invalid(
-            f"{where}: reverses_event_id is required for reversals and only for them"
+            f"{_where(fact)}: reverses_event_id is required for reversals and only for them"
         )
-    metadata = kind.validate_metadata(fact.metadata)
-    if kind.name.startswith("tournament_won") and kind.reverses is None:
-        if metadata["is_team_win"] != (fact.team_id is not None):
-            raise Invalid(f"{where}: is_team_win must be true exactly when team_id is set")
+    metadata = kind.validate_metadata(metadata)
+    if event_type == "tournament_won" and metadata["is_team_win"] != (team_id is not None):
+        raise Invalid(f"{_where(fact)}: is_team_win must be true exactly when team_id is set")
     return {
-        "player_id": fact.player_id,
-        "event_type": fact.event_type,
-        "occurred_at": fact.occurred_at,
+        "player_id": player_id,
+        "event_type": event_type,
+        "occurred_at": occurred_at,
         "recorded_at": now,
-        "source_model": fact.source_model,
-        "source_id": fact.source_id,
-        "origin": fact.origin,
-        "origin_id": fact.origin_id,
-        "team_id": fact.team_id,
-        "tournament_id": fact.tournament_id,
-        "is_private": bool(fact.is_private),
+        "source_model": source_model,
+        "source_id": source_id,
+        "origin": origin,
+        "origin_id": origin_id,
+        "team_id": team_id,
+        "tournament_id": tournament_id,
+        "is_private": bool(is_private),
         "metadata": metadata,
-        "reverses_event_id": fact.reverses_event_id,
+        "reverses_event_id": reverses_event_id,
     }
+
+
+def _where(fact: NewEvent) -> str:
+    return f"{fact.event_type} for player {fact.player_id}"
 
 
 def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
