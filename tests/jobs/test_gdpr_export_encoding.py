@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from webapp.domain import gdpr_export
-from webapp.domain.export_encoding import EventEncoder, decode_json, paused_collector
+from webapp.domain.export_encoding import EventEncoder, decode_json
 from webapp.domain.privacy import Names, PlayerName, TournamentName
 
 AT = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -82,15 +82,6 @@ def test_stored_json_text_decodes_as_json_does():
                  "null", '"text"', '{"nested": {"x": "\\u00e9\\n"}}'):
         assert decode_json(text) == json.loads(text)
     assert decode_json(None) is None
-
-
-def test_the_collector_is_back_on_after_encoding_even_when_it_fails():
-    import gc
-
-    with pytest.raises(RuntimeError), paused_collector():
-        assert not gc.isenabled()
-        raise RuntimeError("stopped mid-export")
-    assert gc.isenabled()
 
 
 def test_stored_times_read_back_in_utc_with_or_without_an_offset_in_the_text():

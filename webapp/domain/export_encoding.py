@@ -15,10 +15,8 @@ every kind of event, hot or archived.
 
 from __future__ import annotations
 
-import gc
 import json
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -72,25 +70,6 @@ def _json_value(value: Any) -> str:
 
 def _id(value: int | None) -> str:
     return "null" if value is None else int.__repr__(value)
-
-
-@contextmanager
-def paused_collector() -> Iterator[None]:
-    """Hold off the cyclic garbage collector while events are encoded.
-
-    Every event makes a few short-lived lists and tuples, none of them in a
-    cycle (reference counting frees them), yet they set off a collection every
-    few hundred events, each walking the chunk and the app's long-lived
-    objects: a sixth of an export's CPU time. What is made meanwhile is freed
-    as usual; a cycle made by anything else waits for the next collection.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 class EventEncoder:

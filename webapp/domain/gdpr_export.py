@@ -64,12 +64,13 @@ from fsspec.core import url_to_fs
 from sqlalchemy import DateTime, String, Text, TypeDecorator, cast, func, select, type_coerce
 from sqlalchemy.orm import Session
 
+from webapp.collection import fewer_collections
 from webapp.domain import gdpr_requests, jobs
 from webapp.domain.archive import ArchiveStorage, HashingSink, read_player_records
 from webapp.domain.audit import Actor, record_audit
 from webapp.domain.errors import Conflict, Invalid, NotFound
 from webapp.domain.export_encoding import CSV_BOOL as _BOOL
-from webapp.domain.export_encoding import EventEncoder, decode_json, paused_collector
+from webapp.domain.export_encoding import EventEncoder, decode_json
 from webapp.domain.export_encoding import csv_text as _text
 from webapp.domain.export_encoding import dumps as _dumps
 from webapp.domain.privacy import (
@@ -589,7 +590,9 @@ def stream_export(
     cold = _archived_events(session, player_id, archive_storage, expected_archived)
     try:
         events = _merged(hot, cold) if expected_archived and archive_storage else hot
-        with paused_collector():
+        # Every event makes short-lived lists and tuples that would set off a
+        # collection every few hundred events, each walking the app's objects.
+        with fewer_collections():
             written, archived = _write_events(
                 session, player_id, events, json_sink, csv_sink, csv_text, csv_writer, progress
             )
