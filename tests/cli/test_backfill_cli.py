@@ -90,6 +90,19 @@ def test_a_confirmed_run_records_the_events_and_reports_parity(
     assert session.get(JobRun, 1).params["batch_size"] == 2
 
 
+def test_with_yes_the_run_starts_without_a_dry_run_and_still_counts_its_records(
+    runner, session, history, quiet_hours
+):
+    result = backfill(runner, "run", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "events to create" not in result.output, "no dry run: it would derive every event twice"
+    assert "Create 12 events" not in result.output
+    assert "events_inserted: 12" in result.output
+    assert "records refused               0" in result.output
+    run = session.get(JobRun, 1)
+    assert (run.progress_done, run.progress_total) == (6, 6)
+
+
 def test_inside_the_peak_window_a_run_is_refused_unless_forced(
     app, runner, session, history, quiet_hours, monkeypatch
 ):

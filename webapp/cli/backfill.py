@@ -48,7 +48,11 @@ def _fail(message: str, code: int = 1) -> None:
     help="Source records per batch (one transaction each); default BACKFILL_BATCH_SIZE.",
 )
 @click.option("--force", is_flag=True, help="Start even inside the peak window.")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Start at once: no confirmation, and so no dry run first (see it with --dry-run).",
+)
 @click.option("--tournament-from", type=click.IntRange(min=1), help="First tournament id in scope.")
 @click.option("--tournament-to", type=click.IntRange(min=1), help="Last tournament id in scope.")
 @click.option(
@@ -70,22 +74,26 @@ def run_command(
     before: datetime | None,
     via_queue: bool,
 ) -> None:
-    """Report what a backfill would do, then (unless --dry-run) run it in batches.
+    """Report what a backfill would do and ask, then (unless --dry-run) run it in batches.
 
-    Exits 1 when refused or failed, and 3 when the run finished but its parity
-    check flagged differences.
+    With --yes there is nobody to ask: the run starts without the dry run,
+    which derives every event the run would and so costs nearly as much as
+    the run itself. Exits 1 when refused or failed, and 3 when the run
+    finished but its parity check flagged differences.
     """
     app = current_app._get_current_object()
     session = db.session()
     batch_size = batch_size or app.config["BACKFILL_BATCH_SIZE"]
     scope = BackfillScope(tournament_from, tournament_to, before)
-    try:
-        report = backfill.preview(session, scope, batch_size=batch_size)
-    except DomainError as exc:
-        _fail(str(exc))
-    finally:
-        session.rollback()
-    _print_preview(report)
+    report = None
+    if dry_run or not yes:
+        try:
+            report = backfill.preview(session, scope, batch_size=batch_size)
+        except DomainError as exc:
+            _fail(str(exc))
+        finally:
+            session.rollback()
+        _print_preview(report)
     if dry_run:
         click.secho("dry run: nothing was written", fg="green")
         return
@@ -96,7 +104,7 @@ def run_command(
     except DomainError as exc:
         in_peak = backfill.in_peak_window(safeguards.now, safeguards.peak_window)
         _fail(f"{exc}" + (" (--force)" if in_peak and not force else ""))
-    if not yes and not _confirmed(
+    if report is not None and not _confirmed(
         f"Create {report.events_to_create:,} events in batches of {batch_size:,}?"
     ):
         _fail("not confirmed; nothing was started")
@@ -108,8 +116,8 @@ def run_command(
             safeguards=safeguards,
             batch_size=batch_size,
             pause_seconds=app.config["BACKFILL_PAUSE_SECONDS"],
-            # The run's total comes from the dry run above, so the write
-            # transaction reads no source table.
+            # The run's total comes from the dry run above, if there was one,
+            # so the write transaction reads no source table.
             dry_run=report,
         ).id,
         via_queue=via_queue,
@@ -211,6 +219,7 @@ def _run_and_report(run_id: int) -> None:
     run_in_foreground(run_id)  # exits non-zero unless the run succeeded
     report = backfill.backfill_report(db.session(), run_id)
     db.session.rollback()
+    _print_refusals(report.totals.failed, [e for line in report.lines if line.committed for e in line.errors])
     if report.parity is not None and not report.parity.ok:
         click.secho("parity check flagged differences:", fg="yellow")
         for flag in report.parity.flags:
@@ -218,6 +227,13 @@ def _run_and_report(run_id: int) -> None:
         click.echo(f"see `flask backfill show {run_id}` for the ledger")
         raise SystemExit(PARITY_FLAGGED)
     click.secho("parity check: every count matches the source tables", fg="green")
+
+
+def _print_refusals(refused: int, reasons: list[str]) -> None:
+    """Say how many records were refused and why (the first few reasons of each batch)."""
+    click.echo(f"  records refused      {refused:>10,}")
+    for reason in reasons:
+        click.secho(f"    {reason}", fg="yellow")
 
 
 def _print_preview(report: BackfillPreview) -> None:
@@ -230,9 +246,7 @@ def _print_preview(report: BackfillPreview) -> None:
     click.echo(f"  forfeits (no won/lost) {counts.rejected_forfeit:>8,}")
     click.echo(f"  no-shows (no completion) {counts.rejected_no_show:>6,}")
     click.echo(f"  undecided matches    {counts.skipped_undecided:>10,}")
-    click.echo(f"  records refused      {counts.failed:>10,}")
-    for failure in report.failures:
-        click.secho(f"    {failure}", fg="yellow")
+    _print_refusals(counts.failed, report.failures)
     if report.events_by_type:
         click.echo("events by type:")
         for event_type, n in report.events_by_type.items():
