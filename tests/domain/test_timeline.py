@@ -40,6 +40,21 @@ def match_event(player, source_id, *, at=T0, kind="match_won", opponents=(), **f
     )
 
 
+def reversal_of(player, event_id, *, at) -> NewEvent:
+    """The match_won_reversed a dispute resolution records for ``event_id`` (of match 1)."""
+    return NewEvent(
+        player_id=player.id,
+        event_type="match_won_reversed",
+        occurred_at=at,
+        source_model="dispute",
+        source_id=5,
+        origin="dispute",
+        origin_id=5,
+        metadata={"match_id": 1},
+        reverses_event_id=event_id,
+    )
+
+
 def record(session, facts) -> list[int]:
     with unit_of_work(session):
         outcome = record_events(session, facts)
@@ -97,22 +112,7 @@ def test_a_page_reads_every_column_as_the_model_does(
             match_event(alice, 2, at=T0 - timedelta(days=400)),
         ],
     )
-    record(
-        session,
-        [
-            NewEvent(
-                player_id=alice.id,
-                event_type="match_won_reversed",
-                occurred_at=T0 + timedelta(hours=1),
-                source_model="dispute",
-                source_id=5,
-                origin="dispute",
-                origin_id=5,
-                metadata={"match_id": 1},
-                reverses_event_id=won,
-            )
-        ],
-    )
+    record(session, [reversal_of(alice, won, at=T0 + timedelta(hours=1))])
     # A row written by another tool: its own offset on the time, spaces around the JSON.
     metadata = "CAST(:metadata AS JSONB)" if backend == "postgresql" else ":metadata"
     with unit_of_work(session):
@@ -386,22 +386,7 @@ def test_load_names_of_an_empty_page_runs_no_query(session, count_queries):
 def test_reversal_links_say_which_event_undid_which(session, make_player):
     alice = make_player("alice")
     won, kept = record(session, [match_event(alice, 1), match_event(alice, 2)])
-    [reversal] = record(
-        session,
-        [
-            NewEvent(
-                player_id=alice.id,
-                event_type="match_won_reversed",
-                occurred_at=T0 + timedelta(days=1),
-                source_model="dispute",
-                source_id=5,
-                origin="dispute",
-                origin_id=5,
-                metadata={"match_id": 1},
-                reverses_event_id=won,
-            ),
-        ],
-    )
+    [reversal] = record(session, [reversal_of(alice, won, at=T0 + timedelta(days=1))])
     page = timeline_page(session, alice.id)
 
     links = reversal_links(session, page.events)
@@ -427,22 +412,7 @@ def test_names_and_reversal_links_of_a_page_come_from_one_statement(
             match_event(alice, 2, opponents=[bob]),
         ],
     )
-    [reversal] = record(
-        session,
-        [
-            NewEvent(
-                player_id=alice.id,
-                event_type="match_won_reversed",
-                occurred_at=T0 + timedelta(days=1),
-                source_model="dispute",
-                source_id=5,
-                origin="dispute",
-                origin_id=5,
-                metadata={"match_id": 1},
-                reverses_event_id=won,
-            ),
-        ],
-    )
+    [reversal] = record(session, [reversal_of(alice, won, at=T0 + timedelta(days=1))])
     events = timeline_page(session, alice.id).events
 
     with count_queries() as counter:
