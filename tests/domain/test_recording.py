@@ -246,3 +246,29 @@ def test_a_few_facts_at_once_add_the_deltas_of_exactly_the_new_ones_to_their_sco
     ]
     assert (stats(session, alice)["matches_won"], stats(session, alice, "public")["matches_won"]) == (2, 1)
     assert (stats(session, bob)["matches_won"], stats(session, bob, "public")["matches_won"]) == (1, 1)
+
+
+@pytest.mark.parametrize("batch_size", [1, 12], ids=["alone", "in_a_batch"])
+def test_a_reversal_cancels_its_original_in_both_scopes_after_its_tournament_turned_private(
+    session, make_player, make_tournament, batch_size
+):
+    alice = make_player("alice")
+    cup = make_tournament("Open Cup")
+    originals = [won(alice, match_id=n, tournament_id=cup.id) for n in range(1, batch_size + 1)]
+    with unit_of_work(session):
+        recorded = record_events(session, originals).recorded
+    with unit_of_work(session):
+        cup.is_private = True
+    with unit_of_work(session):
+        reversals = record_events(session, [
+            NewEvent(
+                player_id=alice.id, event_type="match_won_reversed", occurred_at=T0 + timedelta(days=1),
+                source_model="dispute_resolution", source_id=outcome.event_id, origin="dispute",
+                tournament_id=cup.id, reverses_event_id=outcome.event_id,
+            )
+            for outcome in recorded
+        ])
+    assert len(reversals.recorded) == batch_size
+    assert not any(session.get(ActivityEvent, o.event_id).is_private for o in reversals.recorded)
+    assert stats(session, alice)["matches_won"] == 0
+    assert stats(session, alice, "public")["matches_won"] == 0

@@ -148,17 +148,39 @@ def _record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
     now = utcnow()
     rows = [_validated_row(fact, now) for fact in facts]
     keys = [_row_key(row) for row in rows]
-    archived = _check_references(session, connection, rows, keys, now)
-
     # One row per key goes to the database; later repeats inside the batch are
     # compared with it like any other repeat.
     first_by_key: dict[EventKey, dict[str, Any]] = {}
     for key, row in zip(keys, rows, strict=True):
         first_by_key.setdefault(key, row)
-    inserted = _insert_and_count(
-        connection,
-        [row for key, row in sorted(first_by_key.items(), key=itemgetter(0)) if key not in archived],
-        now,
+    try:
+        _check_derived_fields(session, rows)
+    except Invalid:
+        # An unknown player or tournament is the first thing wrong with a fact.
+        _check_references(connection, rows, keys, now)
+        raise
+    inserted: dict[EventKey, int] = {}
+    if len(first_by_key) <= _FEW_ROWS:
+        # A live result: its insert checks the references itself (see _insert_few).
+        inserted = _insert_few(
+            connection, [row for _key, row in sorted(first_by_key.items(), key=itemgetter(0))], now
+        )
+        if len(inserted) == len(rows):
+            return BatchOutcome([RecordOutcome(key, RecordStatus.RECORDED, inserted[key]) for key in keys])
+    # What is left is a batch, or a few facts of which some were not inserted:
+    # an unknown reference (refused here, with nothing inserted), a repeat or
+    # an archived fact.
+    archived = _check_references(connection, rows, keys, now)
+    inserted.update(
+        _insert_and_count(
+            connection,
+            [
+                row
+                for key, row in sorted(first_by_key.items(), key=itemgetter(0))
+                if key not in archived and key not in inserted
+            ],
+            now,
+        )
     )
 
     if len(inserted) == len(rows):  # every fact new: the common case, nothing to compare
@@ -235,9 +257,9 @@ def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
 
 
 def _check_references(
-    session: Session, connection: Connection, rows: list[dict[str, Any]], keys: list[EventKey], now: datetime
+    connection: Connection, rows: list[dict[str, Any]], keys: list[EventKey], now: datetime
 ) -> dict[EventKey, int]:
-    """Check every referenced record exists and team events go to members; derive privacy.
+    """Check every referenced player and tournament exists; derive privacy from the tournament.
 
     Return the archived event id of each row whose fact is already in cold
     storage. Archival takes only events older than YOUNGEST_ARCHIVABLE, so
@@ -261,12 +283,17 @@ def _check_references(
     if missing:
         raise Invalid(f"unknown tournament id(s): {', '.join(map(str, missing[:10]))}")
     for row in rows:
-        if row["tournament_id"] is not None and private[row["tournament_id"]]:
+        # A reversal keeps its original's privacy (_check_reversals), so that
+        # its deltas cancel the original's exactly.
+        if row["tournament_id"] is not None and private[row["tournament_id"]] and row["reverses_event_id"] is None:
             row["is_private"] = True
+    return archived
 
+
+def _check_derived_fields(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Check reversals and team events, and take a reversal's team, tournament and privacy from its original."""
     _check_reversals(session, [row for row in rows if row["reverses_event_id"] is not None])
     _check_team_membership(session, [row for row in rows if row["team_id"] is not None])
-    return archived
 
 
 def _lookup_references(
@@ -423,10 +450,8 @@ def _insert_and_count(connection: Connection, rows: list[dict[str, Any]], now: d
 
     Return the keys and ids of the rows inserted.
     """
-    if not rows:  # every fact was archived already
+    if not rows:  # every fact was archived or inserted already
         return {}
-    if connection.dialect.name == "postgresql" and len(rows) <= _FEW_ROWS:
-        return _insert_and_count_in_one_statement(connection, rows, now)
     inserted = _event_insert(connection.dialect)(connection, rows, now)
     add_stat_deltas(
         connection,
@@ -441,28 +466,60 @@ def _insert_and_count(connection: Connection, rows: list[dict[str, Any]], now: d
     return inserted
 
 
-def _insert_and_count_in_one_statement(
-    connection: Connection, rows: list[dict[str, Any]], now: datetime
-) -> dict[EventKey, int]:
-    """Do what ``_insert_and_count`` does for a few rows, in one PostgreSQL statement.
+def _insert_few(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
+    """Insert a few rows, sorted by key, and count the new ones, if every player and tournament they name exists.
 
-    A live result is one or two events: on PostgreSQL each statement is a round
-    trip, and client and server share the machine, so the stats upsert rides
-    in the insert's statement as a data-modifying CTE. It adds the deltas of
-    exactly the rows the insert returns, in (player, scope) order like every
-    other stats upsert.
+    A live result is one or two events, for which looking the references up
+    first would be a statement of its own. Instead the insert checks them: it
+    inserts nothing unless all exist, derives each row's privacy from its
+    tournament, leaves out facts already in cold storage and, like every
+    insert, repeats. Rows it leaves out go the general way, which names what
+    is unknown. The stat deltas of the rows inserted are added in the same
+    statement on PostgreSQL (a data-modifying CTE: one round trip), by a
+    second one on SQLite.
+
+    Return the keys and ids of the rows inserted; their ``is_private`` is set
+    to what was stored.
     """
-    event_values = _event_values(connection.dialect)(rows, now)
-    delta_rows = [
-        (row["player_id"], row["event_type"], row["source_model"], row["source_id"], scope, *deltas)
-        for row in rows
-        for (_player, scope), deltas in _one_event_deltas(
-            row["player_id"], row["event_type"], row["team_id"] is not None, row["is_private"]
-        )
+    dialect = connection.dialect
+    youngest = now - YOUNGEST_ARCHIVABLE
+    archivable = any(row["occurred_at"] < youngest for row in rows)
+    values = [
+        # The tournament a row takes privacy from: none for a reversal, which keeps its original's.
+        (*row_values, row["tournament_id"] if row["reverses_event_id"] is None else None)
+        for row, row_values in zip(rows, _event_values(dialect)(rows, now), strict=True)
     ]
-    sql = _insert_and_count_sql(len(event_values), len(delta_rows))
-    parameters = (*(v for row in event_values for v in row), *(v for row in delta_rows for v in row), now)
-    return {(r[1], r[2], r[3], r[4]): r[0] for r in run_on_driver(connection, sql, parameters)}
+    by_key = {_row_key(row): row for row in rows}
+    if dialect.name == "postgresql":
+        deltas = [
+            (row["player_id"], row["event_type"], row["source_model"], row["source_id"], scope, *vector)
+            for row in rows
+            for (_player, scope), vector in _one_event_deltas(
+                row["player_id"], row["event_type"], row["team_id"] is not None, False
+            )
+        ]
+        sql = _insert_few_sql("postgresql", len(values), archivable, len(deltas))
+        parameters = (*chain.from_iterable(values), *chain.from_iterable(deltas), now)
+    else:
+        sql = _insert_few_sql(dialect.name, len(values), archivable, 0)
+        parameters = tuple(chain.from_iterable(values))
+    inserted: dict[EventKey, int] = {}
+    for event_id, *key, is_private in run_on_driver(connection, sql, parameters):
+        key = tuple(key)
+        inserted[key] = event_id
+        by_key[key]["is_private"] = bool(is_private)
+    if dialect.name != "postgresql" and inserted:
+        add_stat_deltas(
+            connection,
+            counted_stat_deltas(
+                Counter(
+                    (row["player_id"], row["event_type"], row["team_id"] is not None, row["is_private"])
+                    for key, row in by_key.items()
+                    if key in inserted
+                )
+            ),
+        )
+    return inserted
 
 
 def _one_event_deltas(
@@ -473,27 +530,61 @@ def _one_event_deltas(
 
 
 @lru_cache(maxsize=64)
-def _insert_and_count_sql(events: int, delta_rows: int) -> str:
-    event_row = "(" + ", ".join(["%s"] * len(_INSERT_COLUMNS)) + ")"
+def _insert_few_sql(dialect_name: str, events: int, archivable: bool, delta_rows: int) -> str:
+    """The statement of ``_insert_few``; with ``delta_rows`` (PostgreSQL), the stats upsert rides in it."""
+    postgres = dialect_name == "postgresql"
+    mark = "%s" if postgres else "?"
+    width = len(_INSERT_COLUMNS) + 1  # and the tournament privacy comes from
+    names = [f"c{i}" for i in range(width)]
+    if postgres:
+        # Typed by the first row: PostgreSQL settles a VALUES list's column types from it.
+        first = "(" + ", ".join(f"{mark}::{cast}" for cast in (*_POSTGRES_EVENT_TYPES, "bigint")) + ")"
+    else:
+        first = "(" + ", ".join([mark] * width) + ")"
+    other = "(" + ", ".join([mark] * width) + ")"
+    v = dict(zip(_INSERT_COLUMNS, names, strict=False))
+    selected = [f"v.{v[name]}" for name in _INSERT_COLUMNS]
+    selected[_INSERT_COLUMNS.index("is_private")] = (
+        f"(v.{v['is_private']} OR COALESCE("
+        f"(SELECT t.is_private FROM tournaments AS t WHERE t.id = v.{names[-1]}), FALSE))"
+    )
+    insert = (
+        f"INSERT INTO activity_events ({', '.join(_INSERT_COLUMNS)}) SELECT {', '.join(selected)} FROM v "
+        # Nothing unless every row's player and tournament exist.
+        f"WHERE NOT EXISTS (SELECT 1 FROM v AS w WHERE "
+        f"NOT EXISTS (SELECT 1 FROM players AS p WHERE p.id = w.{v['player_id']}) "
+        f"OR (w.{v['tournament_id']} IS NOT NULL "
+        f"AND NOT EXISTS (SELECT 1 FROM tournaments AS t WHERE t.id = w.{v['tournament_id']})))"
+    )
+    if archivable:
+        insert += (
+            " AND NOT EXISTS (SELECT 1 FROM archived_event_keys AS a "
+            f"WHERE a.player_id = v.{v['player_id']} AND a.event_type = v.{v['event_type']} "
+            f"AND a.source_model = v.{v['source_model']} AND a.source_id = v.{v['source_id']})"
+        )
+    # The rows come sorted by key and are inserted in that order, like every insert of events.
+    insert += _ON_CONFLICT_RETURNING + ", is_private"
+    rows = f"v ({', '.join(names)}) AS (VALUES {', '.join([first] + [other] * (events - 1))})"
+    if not postgres:
+        return f"WITH {rows} {insert}"
     stat_columns = [f"s{i}" for i in range(len(STAT_NAMES))]
-    # Typed by the first row: PostgreSQL settles a VALUES list's column types from it.
-    first = "(%s::bigint, %s::text, %s::text, %s::bigint, %s::text, " + ", ".join(
+    first_delta = "(%s::bigint, %s::text, %s::text, %s::bigint, %s::text, " + ", ".join(
         ["%s::integer"] * len(STAT_NAMES)
     ) + ")"
-    other = "(" + ", ".join(["%s"] * (5 + len(STAT_NAMES))) + ")"
-    deltas = ", ".join([first] + [other] * (delta_rows - 1))
+    other_delta = "(" + ", ".join(["%s"] * (5 + len(STAT_NAMES))) + ")"
     sums = ", ".join(f"SUM(d.{c})" for c in stat_columns)
     return (
-        f"WITH ins AS (INSERT INTO activity_events ({', '.join(_INSERT_COLUMNS)}) VALUES "
-        + ", ".join([event_row] * events) + _ON_CONFLICT_RETURNING + "), "
+        f"WITH {rows}, ins AS ({insert}), "
         f"d (player_id, event_type, source_model, source_id, scope, {', '.join(stat_columns)}) "
-        f"AS (VALUES {deltas}), "
+        f"AS (VALUES {', '.join([first_delta] + [other_delta] * (delta_rows - 1))}), "
         f"st AS (INSERT INTO player_stats ({', '.join(STATS_UPSERT_COLUMNS)}) "
         f"SELECT d.player_id, d.scope, {sums}, %s::timestamptz FROM d JOIN ins "
         "ON ins.player_id = d.player_id AND ins.event_type = d.event_type "
         "AND ins.source_model = d.source_model AND ins.source_id = d.source_id "
+        # A private event counts in the ``all`` scope only.
+        "WHERE d.scope = 'all' OR NOT ins.is_private "
         "GROUP BY d.player_id, d.scope ORDER BY d.player_id, d.scope" + STATS_UPSERT_CONFLICT + ") "
-        "SELECT id, player_id, event_type, source_model, source_id FROM ins"
+        "SELECT id, player_id, event_type, source_model, source_id, is_private FROM ins"
     )
 
 
@@ -501,6 +592,11 @@ def _insert_and_count_sql(events: int, delta_rows: int) -> str:
 _INSERT_COLUMNS = (
     "player_id", "event_type", "occurred_at", "recorded_at", "source_model", "source_id", "origin",
     "origin_id", "team_id", "tournament_id", "is_private", "metadata", "reverses_event_id",
+)
+# Their types on PostgreSQL, for parameters that do not go straight into the table.
+_POSTGRES_EVENT_TYPES = (
+    "bigint", "text", "timestamptz", "timestamptz", "text", "bigint", "text", "bigint",
+    "bigint", "bigint", "boolean", "jsonb", "bigint",
 )
 _PROCESSED_COLUMNS = ("occurred_at", "recorded_at", "is_private", "metadata")
 _ON_CONFLICT_RETURNING = (
@@ -576,10 +672,8 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
         return statement
 
     if dialect.name == "postgresql":
-        casts = ("bigint", "text", "timestamptz", "timestamptz", "text", "bigint", "text", "bigint",
-                 "bigint", "bigint", "boolean", "jsonb", "bigint")
-        arrays = ", ".join(f"%(c{i})b::{cast}[]" for i, cast in enumerate(casts))
-        names = ", ".join(f"c{i}" for i in range(len(casts)))
+        arrays = ", ".join(f"%(c{i})b::{cast}[]" for i, cast in enumerate(_POSTGRES_EVENT_TYPES))
+        names = ", ".join(f"c{i}" for i in range(len(_POSTGRES_EVENT_TYPES)))
         # WITH ORDINALITY ... ORDER BY keeps the key order the caller sorted the rows in.
         sql = (
             f"INSERT INTO activity_events ({columns}) SELECT {names} "
@@ -587,7 +681,6 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
             + _ON_CONFLICT_RETURNING
         )
 
-        # A few rows go with their stats in one statement instead (_insert_and_count_in_one_statement).
         def insert(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
             given = values(rows, now)
             result = run_on_driver(
