@@ -61,6 +61,10 @@ def run_migrations_online():
             # Set outside any transaction, where SQLite ignores it.
             connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
         try:
+            if sqlite:
+                # SQLite's DDL is transactional: a run of several revisions that
+                # fails part way leaves the database as it found it, as on PostgreSQL.
+                conf_args.setdefault("transactional_ddl", True)
             context.configure(connection=connection, target_metadata=target_db.metadata, **conf_args)
             with context.begin_transaction():
                 context.run_migrations()

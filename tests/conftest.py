@@ -164,6 +164,8 @@ def _empty_all_tables(app: Flask) -> None:
                     conn.exec_driver_sql(f"DROP TRIGGER {name}")
                 for table in tables:
                     conn.exec_driver_sql(f"DELETE FROM {table}")
+                # Ids start again from 1, as RESTART IDENTITY makes them on PostgreSQL.
+                conn.exec_driver_sql("DELETE FROM sqlite_sequence")
                 for _name, sql in triggers:
                     conn.exec_driver_sql(sql)
 

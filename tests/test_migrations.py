@@ -174,3 +174,48 @@ def test_stored_results_become_decided_and_their_placements_keep_pointing_at_the
             if backend == "sqlite":
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
                 assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+
+
+def _insert_event(conn, source_id: int, event_id: int | None = None) -> int:
+    columns = "player_id, event_type, occurred_at, recorded_at, source_model, source_id, origin, is_private, metadata"
+    values = "1, 'tournament_registered', :now, :now, 'registration', :source, 'live', false, '{}'"
+    if event_id is not None:
+        columns, values = f"id, {columns}", f":id, {values}"
+    return conn.execute(
+        sa.text(f"INSERT INTO activity_events ({columns}) VALUES ({values}) RETURNING id"),
+        {"now": T0, "source": source_id, "id": event_id},
+    ).scalar_one()
+
+
+def test_events_keep_their_ids_across_the_never_reused_ids_revision_and_back(backend, fresh_database_url):
+    """On SQLite that revision copies activity_events into a table with AUTOINCREMENT."""
+    with app_on_fresh_database(backend, fresh_database_url) as app:
+        with app.app_context():
+            upgrade(revision="a2c8e4f96b65")
+        add_player_with_an_event(app)
+        with app.app_context(), db.engine.begin() as conn:
+            _insert_event(conn, source_id=2, event_id=40)
+            newest = _insert_event(conn, source_id=3, event_id=41)
+            if backend == "postgresql":  # ids given by hand: move the sequence past them, as a load would
+                conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('activity_events', 'id'), 41)")
+
+        with app.app_context():
+            upgrade()
+        with app.app_context(), db.engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM activity_events WHERE id = :id"), {"id": newest})
+            after_delete = _insert_event(conn, source_id=4)
+        assert after_delete > newest
+
+        with app.app_context():
+            alembic_command.downgrade(migrations_config(app), "a2c8e4f96b65")
+        with app.app_context(), db.engine.connect() as conn:
+            ids = conn.scalars(sa.text("SELECT id FROM activity_events ORDER BY id")).all()
+            index = conn.scalar(sa.text(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'uq_activity_events_reverses_event_id' "
+                "AND sql LIKE '%WHERE reverses_event_id IS NOT NULL%'"
+                if backend == "sqlite" else
+                "SELECT count(*) FROM pg_indexes WHERE indexname = 'uq_activity_events_reverses_event_id' "
+                "AND indexdef LIKE '%WHERE (reverses_event_id IS NOT NULL)%'"
+            ))
+        assert ids[1:] == [40, after_delete] and len(ids) == 3
+        assert index == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from tests.conftest import T0
 from webapp.domain.errors import Invalid
@@ -272,3 +272,15 @@ def test_a_reversal_cancels_its_original_in_both_scopes_after_its_tournament_tur
     assert not any(session.get(ActivityEvent, o.event_id).is_private for o in reversals.recorded)
     assert stats(session, alice)["matches_won"] == 0
     assert stats(session, alice, "public")["matches_won"] == 0
+
+
+def test_an_event_id_is_never_handed_out_again_after_the_newest_events_were_deleted(session, make_player):
+    """A rolled-back backfill deletes the newest events; ids still follow the recording order."""
+    alice = make_player("alice")
+    with unit_of_work(session):
+        first, newest = record_events(session, [won(alice, match_id=1), won(alice, match_id=2)]).recorded
+    with unit_of_work(session):
+        session.execute(delete(ActivityEvent).where(ActivityEvent.id == newest.event_id))
+    with unit_of_work(session):
+        later = record_event(session, won(alice, match_id=3))
+    assert later.event_id > newest.event_id > first.event_id

@@ -75,6 +75,9 @@ class ActivityEvent(Base):
             postgresql_where=text("reverses_event_id IS NOT NULL"),
             sqlite_where=text("reverses_event_id IS NOT NULL"),
         ),
+        # Ids follow the recording order and are never handed out twice, also
+        # after the newest events were deleted (the monitoring fold counts by id).
+        {"sqlite_autoincrement": True},
     )
 
     def __repr__(self) -> str:
