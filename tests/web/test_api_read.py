@@ -131,6 +131,21 @@ def test_api_responses_are_json_never_cached_and_set_no_cookie(client, scene, to
         assert "Set-Cookie" not in response.headers
 
 
+
+def test_a_staff_members_sign_in_cookie_is_neither_read_nor_renewed_by_the_api(
+    client, sign_in, scene, token
+):
+    sign_in("viewer")
+    dashboard = client.get("/admin/")
+    assert dashboard.status_code == 200 and "Set-Cookie" in dashboard.headers  # renewed on each page
+
+    response = get(client, activity_url(scene["alice"]), token, viewer=scene["alice"].public_id)
+
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
+    assert "Cookie" not in response.headers.get("Vary", "")
+
+
 # Who sees which feed.
 
 VISIBILITY_MATRIX = [

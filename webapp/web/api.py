@@ -57,6 +57,7 @@ from functools import wraps
 from typing import Any
 
 from flask import Blueprint, Flask, g, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
@@ -119,8 +120,23 @@ class ApiError(Exception):
         self.errors = errors
 
 
+class _NoSessionForTheApi(SecureCookieSessionInterface):
+    """The dashboard's signed session cookie, neither read nor set by API requests.
+
+    The platform calls the API with a token. A request that also carries a
+    staff member's cookie (a browser on the same host) must not renew that
+    sign-in's idle timeout, nor pay for verifying and signing it again.
+    """
+
+    def open_session(self, app: Flask, request):
+        if request.path.startswith(bp.url_prefix + "/"):
+            return self.null_session_class()
+        return super().open_session(app, request)
+
+
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    app.session_interface = _NoSessionForTheApi()
 
 
 def requires_scope(scope: str) -> Callable:
