@@ -453,6 +453,14 @@ def _insert_and_count(connection: Connection, rows: list[dict[str, Any]], now: d
     if not rows:  # every fact was archived or inserted already
         return {}
     inserted = _event_insert(connection.dialect)(connection, rows, now)
+    _add_deltas_of_inserted(connection, rows, inserted)
+    return inserted
+
+
+def _add_deltas_of_inserted(
+    connection: Connection, rows: list[dict[str, Any]], inserted: Mapping[EventKey, int]
+) -> None:
+    """Add the stat deltas of the rows whose key was inserted."""
     add_stat_deltas(
         connection,
         counted_stat_deltas(
@@ -463,7 +471,6 @@ def _insert_and_count(connection: Connection, rows: list[dict[str, Any]], now: d
             )
         ),
     )
-    return inserted
 
 
 def _insert_few(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
@@ -509,16 +516,7 @@ def _insert_few(connection: Connection, rows: list[dict[str, Any]], now: datetim
         inserted[key] = event_id
         by_key[key]["is_private"] = bool(is_private)
     if dialect.name != "postgresql" and inserted:
-        add_stat_deltas(
-            connection,
-            counted_stat_deltas(
-                Counter(
-                    (row["player_id"], row["event_type"], row["team_id"] is not None, row["is_private"])
-                    for key, row in by_key.items()
-                    if key in inserted
-                )
-            ),
-        )
+        _add_deltas_of_inserted(connection, rows, inserted)
     return inserted
 
 
