@@ -117,6 +117,21 @@ def test_a_connection_used_moments_ago_is_not_pinged_and_a_dead_one_fails_once(p
     assert _backend_pid(engine) != dead
 
 
+
+def test_a_connection_pinged_after_sitting_idle_still_takes_an_isolation_level(app, backend, monkeypatch):
+    """The ping must leave no transaction open: a snapshot read sets its isolation level first."""
+    if backend == "sqlite":
+        pytest.skip("a SQLite database is a file: there is no server connection to ping")
+    engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"], pool_size=1, max_overflow=0)
+    try:
+        _backend_pid(engine)  # in the pool and idle from now on
+        monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 0.0)
+        with engine.connect() as connection:
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            assert connection.exec_driver_sql("SHOW transaction_isolation").scalar() == "repeatable read"
+    finally:
+        engine.dispose()
+
 def test_postgresql_sessions_run_in_utc_and_return_utc_times(session, backend):
     if backend == "sqlite":
         pytest.skip("SQLite has no session time zone: times are stored as UTC text")

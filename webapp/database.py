@@ -72,6 +72,9 @@ def _ping_after_idle(dbapi_connection, record, _proxy) -> None:
             cursor.execute("SELECT 1")
         finally:
             cursor.close()
+        # The driver began a transaction for the ping: end it, or whoever checks the
+        # connection out could not set its isolation level (a snapshot read does).
+        dbapi_connection.rollback()
     except Exception as error:
         # The pool discards this connection and checks out (or opens) another.
         raise exc.DisconnectionError(f"a pooled connection idle since {idle_since:.0f} died: {error}") from error
