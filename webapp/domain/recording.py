@@ -474,7 +474,7 @@ def _add_deltas_of_inserted(
 
 
 def _insert_few(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
-    """Insert a few rows, sorted by key, and count the new ones, if every player and tournament they name exists.
+    """Insert a few rows (sorted by key) with their stats, if every player and tournament they name exists.
 
     A live result is one or two events, for which looking the references up
     first would be a statement of its own. Instead the insert checks them: it
@@ -532,7 +532,7 @@ def _insert_few_sql(dialect_name: str, events: int, archivable: bool, delta_rows
     """The statement of ``_insert_few``; with ``delta_rows`` (PostgreSQL), the stats upsert rides in it."""
     postgres = dialect_name == "postgresql"
     mark = "%s" if postgres else "?"
-    width = len(_INSERT_COLUMNS) + 1  # and the tournament privacy comes from
+    width = len(_INSERT_COLUMNS) + 1  # the columns, then the tournament privacy is taken from
     names = [f"c{i}" for i in range(width)]
     if postgres:
         # Typed by the first row: PostgreSQL settles a VALUES list's column types from it.
@@ -540,25 +540,25 @@ def _insert_few_sql(dialect_name: str, events: int, archivable: bool, delta_rows
     else:
         first = "(" + ", ".join([mark] * width) + ")"
     other = "(" + ", ".join([mark] * width) + ")"
-    v = dict(zip(_INSERT_COLUMNS, names, strict=False))
-    selected = [f"v.{v[name]}" for name in _INSERT_COLUMNS]
+    column = dict(zip(_INSERT_COLUMNS, names, strict=False))  # in the CTE ``v``
+    selected = [f"v.{column[name]}" for name in _INSERT_COLUMNS]
     selected[_INSERT_COLUMNS.index("is_private")] = (
-        f"(v.{v['is_private']} OR COALESCE("
+        f"(v.{column['is_private']} OR COALESCE("
         f"(SELECT t.is_private FROM tournaments AS t WHERE t.id = v.{names[-1]}), FALSE))"
     )
     insert = (
         f"INSERT INTO activity_events ({', '.join(_INSERT_COLUMNS)}) SELECT {', '.join(selected)} FROM v "
         # Nothing unless every row's player and tournament exist.
         f"WHERE NOT EXISTS (SELECT 1 FROM v AS w WHERE "
-        f"NOT EXISTS (SELECT 1 FROM players AS p WHERE p.id = w.{v['player_id']}) "
-        f"OR (w.{v['tournament_id']} IS NOT NULL "
-        f"AND NOT EXISTS (SELECT 1 FROM tournaments AS t WHERE t.id = w.{v['tournament_id']})))"
+        f"NOT EXISTS (SELECT 1 FROM players AS p WHERE p.id = w.{column['player_id']}) "
+        f"OR (w.{column['tournament_id']} IS NOT NULL "
+        f"AND NOT EXISTS (SELECT 1 FROM tournaments AS t WHERE t.id = w.{column['tournament_id']})))"
     )
     if archivable:
         insert += (
             " AND NOT EXISTS (SELECT 1 FROM archived_event_keys AS a "
-            f"WHERE a.player_id = v.{v['player_id']} AND a.event_type = v.{v['event_type']} "
-            f"AND a.source_model = v.{v['source_model']} AND a.source_id = v.{v['source_id']})"
+            f"WHERE a.player_id = v.{column['player_id']} AND a.event_type = v.{column['event_type']} "
+            f"AND a.source_model = v.{column['source_model']} AND a.source_id = v.{column['source_id']})"
         )
     # The rows come sorted by key and are inserted in that order, like every insert of events.
     insert += _ON_CONFLICT_RETURNING + ", is_private"
