@@ -13,9 +13,11 @@ from flask_migrate import upgrade
 from sqlalchemy import func, select, text
 
 from tests.conftest import T0, make_app
+from webapp.domain import operations
+from webapp.domain.audit import SYSTEM
 from webapp.domain.recording import NewEvent, record_events
 from webapp.extensions import db
-from webapp.models import PlayerStats, ReconciliationDrift, ReconciliationRun
+from webapp.models import JobRun, PlayerStats, ReconciliationDrift, ReconciliationRun
 from webapp.transaction import unit_of_work
 
 _source_ids = itertools.count(1)
@@ -124,35 +126,84 @@ def test_a_long_drift_list_is_cut_short(runner, session, make_player):
     assert "... and 10 more stats" in result.output
 
 
+def reconcile_counting_commits(runner, *args: str):
+    """Run ``flask reconcile`` with ``args``; return its result and how many commits it made."""
+    with counting_commits(db.engine) as commits:
+        result = runner.invoke(args=["reconcile", *args])
+    return result, commits["n"]
+
+
 def test_fix_repairs_in_one_transaction_per_batch_of_players(app, runner, session, make_player):
     ids = players_with_a_win(session, make_player, 4)
     zero_wins(session, ids[:3])
 
-    with counting_commits(db.engine) as commits:
-        result = runner.invoke(args=["reconcile", "--fix", "--batch-size", "1"])
+    _, check_only = reconcile_counting_commits(runner)
+    result, fixing = reconcile_counting_commits(runner, "--fix", "--batch-size", "1")
 
     assert result.exit_code == 0, result.output
     assert "4 players checked, 3 drifted (75.00%), 3 fixed" in result.output
-    # Starting the run, storing what it found, one repair per drifted player (both
-    # scopes together), finishing it.
-    assert commits["n"] == 1 + 1 + 3 + 1
+    # Beyond what a check commits (the job run, the run, what it found): one
+    # repair per drifted player, both scopes together.
+    assert fixing - check_only == 3
     assert [wins(session, p) for p in ids] == [1, 1, 1, 1]
     again = runner.invoke(args=["reconcile"])
     assert "0 drifted" in again.output
-    first, second = runs(session)
-    assert (first.fix, first.players_fixed, second.players_drifted) == (True, 3, 0)
+    _check, fixed, after = runs(session)
+    assert (fixed.fix, fixed.players_fixed, after.players_drifted) == (True, 3, 0)
 
 
 def test_a_larger_batch_needs_fewer_transactions(app, runner, session, make_player):
     ids = players_with_a_win(session, make_player, 4)
     zero_wins(session, ids)
 
-    with counting_commits(db.engine) as commits:
-        result = runner.invoke(args=["reconcile", "--fix", "--batch-size", "3"])
+    _, check_only = reconcile_counting_commits(runner)
+    result, fixing = reconcile_counting_commits(runner, "--fix", "--batch-size", "3")
 
     assert result.exit_code == 0, result.output
-    assert commits["n"] == 1 + 1 + 2 + 1
+    assert fixing - check_only == 2
     assert [wins(session, p) for p in ids] == [1, 1, 1, 1]
+
+
+def test_the_run_is_a_job_run_shown_with_the_dashboards_and_the_nightly_ones(runner, session, make_player):
+    players_with_a_win(session, make_player, 2)
+
+    result = runner.invoke(args=["reconcile", "--fix"])
+
+    assert result.exit_code == 0, result.output
+    session.expire_all()
+    (job,) = session.scalars(select(JobRun)).all()
+    (run,) = runs(session)
+    assert (job.kind, job.status, job.params["fix"]) == ("reconcile", "succeeded", True)
+    assert job.result["reconciliation_run_id"] == run.id
+    assert f"(job run {job.id})" in result.output
+
+
+def test_a_fix_is_refused_while_another_fix_is_queued_and_a_check_is_not(runner, session, make_player):
+    alice, _bob = players_with_a_win(session, make_player, 2)
+    zero_wins(session, [alice])
+    with unit_of_work(session):
+        waiting = operations.queue_reconciliation(session, SYSTEM, fix=True, batch_size=500)
+
+    refused = runner.invoke(args=["reconcile", "--fix"])
+    checked = runner.invoke(args=["reconcile"])
+
+    assert refused.exit_code == 1
+    assert f"reconciliation run {waiting.id} is already queued" in refused.output
+    assert wins(session, alice) == 0, "the refused fix repaired nothing"
+    assert checked.exit_code == 0, checked.output
+    assert "2 players checked, 1 drifted" in checked.output
+
+
+def test_queue_hands_the_run_to_the_workers_without_running_it(runner, session, make_player):
+    players_with_a_win(session, make_player, 1)
+
+    result = runner.invoke(args=["reconcile", "--queue"])
+
+    assert result.exit_code == 0, result.output
+    session.expire_all()
+    (job,) = session.scalars(select(JobRun)).all()
+    assert job.status == "queued" and f"job run {job.id} queued" in result.output
+    assert runs(session) == []
 
 
 def test_player_limits_the_check_and_the_repair_to_one_player(runner, session, make_player):

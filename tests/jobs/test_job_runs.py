@@ -60,6 +60,30 @@ def test_a_queued_reconciliation_is_run_by_the_consumer_and_repairs_drift(app, s
     assert session.execute(text("SELECT matches_won FROM player_stats WHERE scope = 'all'")).scalar() == 1
 
 
+
+def test_the_nightly_reconciliation_fixes_unless_a_fix_started_by_staff_is_still_queued(
+    app, session, make_player, monkeypatch
+):
+    monkeypatch.setitem(app.config, "RECONCILE_NIGHTLY_FIX", True)
+    alice = make_player("alice")
+    with unit_of_work(session):
+        record_event(session, won(alice))
+    session.execute(text("UPDATE player_stats SET matches_won = 7"))
+    session.commit()
+    nightly = app.extensions["huey_tasks"].nightly_reconciliation
+    staff_fix = queue(session, fix=True)
+
+    assert nightly.call_local() == "skipped"
+    session.rollback()
+    assert session.query(JobRun).count() == 1, "no second fix was queued beside the waiting one"
+
+    assert execute_run(session, staff_fix).status == "succeeded"
+    assert nightly.call_local() == "succeeded"
+    session.rollback()
+    scheduled = session.query(JobRun).filter(JobRun.id != staff_fix).one()
+    assert scheduled.params == {"fix": True, "scheduled": True, "batch_size": app.config["RECONCILE_FIX_BATCH_SIZE"]}
+    assert session.execute(text("SELECT matches_won FROM player_stats WHERE scope = 'all'")).scalar() == 1
+
 def test_a_failing_job_is_stored_failed_with_its_error_and_traceback(session):
     run_id = queue(session, player_id="not-a-number")
     run = execute_run(session, run_id)

@@ -8,6 +8,7 @@ and leaves the commit to the caller, like every domain write.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -16,7 +17,7 @@ from webapp.domain import backfill
 from webapp.domain.audit import Actor
 from webapp.domain.errors import Conflict, NotFound
 from webapp.domain.jobs import get_run, queue_run, resume_run
-from webapp.domain.reconciliation import StatDrift
+from webapp.domain.reconciliation import StatDrift, require_player
 from webapp.models.jobs import JobRun
 from webapp.models.players import Player
 from webapp.models.reconciliation import ReconciliationDrift, ReconciliationRun
@@ -165,13 +166,27 @@ def drifted_stats(session: Session, run_id: int) -> int:
     ) or 0
 
 
-def queue_reconciliation(session: Session, actor: Actor, *, fix: bool, batch_size: int) -> JobRun:
-    """Queue a reconciliation run (audited); the caller enqueues it after the commit.
+def queue_reconciliation(
+    session: Session,
+    actor: Actor,
+    *,
+    fix: bool,
+    batch_size: int,
+    player_id: int | None = None,
+    scheduled: bool = False,
+) -> JobRun:
+    """Queue a reconciliation run (audited); the caller enqueues or runs it after the commit.
+
+    The dashboard, the command line and the nightly schedule all start theirs
+    here. ``player_id`` limits it to one player (who must exist).
 
     :raise Conflict: for a fix while another fix is queued or running. Each
         adds the drift its own snapshot found, so two at once would apply the
         same corrections twice. A check writes no stats and may always start.
+    :raise NotFound: for an unknown ``player_id``.
     """
+    if player_id is not None:
+        require_player(session, player_id)
     if fix:
         for run in active_runs(session, "reconcile"):
             if (run.params or {}).get("fix"):
@@ -179,7 +194,12 @@ def queue_reconciliation(session: Session, actor: Actor, *, fix: bool, batch_siz
                     f"reconciliation run {run.id} is already {run.status} and fixes what it finds; two fixes at "
                     "once would apply the same corrections twice. Wait for it to end"
                 )
-    return queue_run(session, actor, "reconcile", {"fix": fix, "batch_size": batch_size})
+    params: dict[str, Any] = {"fix": fix, "batch_size": batch_size}
+    if player_id is not None:
+        params["player_id"] = player_id
+    if scheduled:
+        params["scheduled"] = True
+    return queue_run(session, actor, "reconcile", params)
 
 
 def resume_job(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -11,6 +12,8 @@ from huey.api import TaskWrapper
 
 from webapp.extensions import db
 from webapp.transaction import unit_of_work
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,9 @@ def _reconcile_schedule(value: str) -> crontab:
 
 def register_tasks(huey: Huey, app: Flask) -> Tasks:
     """Register the app's tasks on ``huey``."""
-    from webapp.domain import jobs
+    from webapp.domain import jobs, operations
     from webapp.domain.audit import SYSTEM
+    from webapp.domain.errors import Conflict
     from webapp.jobs.runner import execute_run
 
     @huey.task(name="run_job")
@@ -54,9 +58,15 @@ def register_tasks(huey: Huey, app: Flask) -> Tasks:
     def nightly_reconciliation() -> str:
         with app.app_context():
             session = db.session()
-            with unit_of_work(session):
-                run = jobs.queue_run(session, SYSTEM, "reconcile",
-                                     {"fix": app.config["RECONCILE_NIGHTLY_FIX"], "scheduled": True})
+            try:
+                with unit_of_work(session):
+                    run = operations.queue_reconciliation(
+                        session, SYSTEM, fix=app.config["RECONCILE_NIGHTLY_FIX"],
+                        batch_size=app.config["RECONCILE_FIX_BATCH_SIZE"], scheduled=True,
+                    )
+            except Conflict as refused:  # a fix started by staff is still running
+                log.warning("nightly reconciliation skipped: %s", refused)
+                return "skipped"
             return execute_run(session, run.id).status
 
     @huey.periodic_task(crontab(minute="*"), name="check_alerts")
