@@ -194,6 +194,18 @@ def test_a_redacted_viewer_filtering_by_a_private_tournament_sees_nothing_of_it(
     assert event_ids(html) == [world["won"]]
 
 
+
+def test_each_row_links_its_opponent_and_tournament_to_player_pages_that_open(client, sign_in, world):
+    sign_in("viewer")
+    alice, bob, spring = world["alice"], world["bob"], world["spring"]
+    html = client.get(page_url(alice)).text
+    links = set(re.findall(r'<a href="(/admin/players/[^"#]+)"', html))
+
+    tournament_link = f"/admin/players/{alice.public_id}?tournament={spring.id}"
+    assert {f"/admin/players/{bob.public_id}", tournament_link} <= links
+    assert client.get(f"/admin/players/{bob.public_id}").status_code == 200
+    assert event_ids(client.get(tournament_link).text) == [world["won"]]
+
 def test_an_unknown_player_is_not_found(client, sign_in):
     sign_in("viewer")
     assert client.get("/admin/players/DC-99-999999").status_code == 404

@@ -18,7 +18,7 @@ def init_admin(app: Flask) -> Admin:
     from webapp.web.admin.home import HomeView
     from webapp.web.admin.monitoring import MonitoringView
     from webapp.web.admin.operations import BackfillView, JobsView, ReconciliationView
-    from webapp.web.admin.players import PlayersView
+    from webapp.web.admin.players import PlayersView, player_page_url
     from webapp.web.admin.records import MODEL_VIEWS
 
     admin = Admin(
@@ -48,4 +48,5 @@ def init_admin(app: Flask) -> Admin:
                                 url="/admin/disputes"))
     admin.add_view(ApiTokensView(name="API tokens", category="Administration", endpoint="api_tokens",
                                  url="/admin/api-tokens"))
+    app.jinja_env.globals["player_page_url"] = player_page_url
     return admin
