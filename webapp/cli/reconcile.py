@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import click
 from flask import current_app
-from sqlalchemy import select
 
 from webapp.cli.jobs import queue_run
 from webapp.domain import operations
@@ -18,7 +17,6 @@ from webapp.domain.errors import NotFound
 from webapp.domain.reconciliation import require_player
 from webapp.extensions import db
 from webapp.jobs.runner import execute_run
-from webapp.models.reconciliation import ReconciliationDrift
 
 DRIFT_LINES_SHOWN = 20
 
@@ -36,7 +34,7 @@ def reconcile_command(fix: bool, player_id: int | None, batch_size: int | None, 
     if player_id is not None:
         try:
             require_player(session, player_id)
-        except NotFound as exc:  # bad input starts no run
+        except NotFound as exc:  # exit 2, as for a bad option; nothing is queued
             click.secho(f"error: {exc}", fg="red", err=True)
             raise SystemExit(2) from None
         finally:
@@ -69,11 +67,7 @@ def reconcile_command(fix: bool, player_id: int | None, batch_size: int | None, 
 
 def _show_drift(run_id: int) -> None:
     session = db.session()
-    drift = ReconciliationDrift
-    shown = session.scalars(
-        select(drift).where(drift.run_id == run_id)
-        .order_by(drift.player_id, drift.scope, drift.stat).limit(DRIFT_LINES_SHOWN)
-    ).all()
+    shown = operations.first_drifted_stats(session, run_id, DRIFT_LINES_SHOWN)
     for d in shown:
         click.echo(f"  player {d.player_id} {d.scope:<6} {d.stat:<22} expected {d.expected:>6}  stored {d.actual:>6}")
     total = operations.drifted_stats(session, run_id)

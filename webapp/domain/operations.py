@@ -159,6 +159,18 @@ def drift_by_player(session: Session, run_id: int, *, after_player_id: int | Non
     return DriftPage(players, player_ids[-1] if more else None)
 
 
+def first_drifted_stats(session: Session, run_id: int, limit: int) -> list[StatDrift]:
+    """Return the first ``limit`` stats a run found drifted, by player, scope and stat."""
+    drifts = ReconciliationDrift
+    return [
+        StatDrift(row.player_id, row.scope, row.stat, row.expected, row.actual)
+        for row in session.scalars(
+            select(drifts).where(drifts.run_id == run_id)
+            .order_by(drifts.player_id, drifts.scope, drifts.stat).limit(limit)
+        )
+    ]
+
+
 def drifted_stats(session: Session, run_id: int) -> int:
     """Count the drifted stats a run recorded."""
     return session.scalar(
