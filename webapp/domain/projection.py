@@ -55,6 +55,15 @@ def counted_stat_deltas(counts: Mapping[DeltaKey, int], sign: int = 1) -> dict[S
 
     Every player and scope an event reaches gets a row, even when its deltas are zero.
     """
+    return {key: dict(zip(STAT_NAMES, row)) for key, row in _counted_totals(counts, sign).items()}
+
+
+def counted_stat_rows(counts: Mapping[DeltaKey, int], sign: int = 1) -> list[tuple]:
+    """``counted_stat_deltas`` as rows ``(player_id, scope, *STAT_NAMES)``, in ``add_stat_rows`` order."""
+    return [(*key, *row) for key, row in sorted(_counted_totals(counts, sign).items())]
+
+
+def _counted_totals(counts: Mapping[DeltaKey, int], sign: int) -> dict[StatKey, list[int]]:
     width = len(STAT_NAMES)
     totals: dict[StatKey, list[int]] = {}
     for (player_id, event_type, is_team, is_private), n in counts.items():
@@ -65,7 +74,7 @@ def counted_stat_deltas(counts: Mapping[DeltaKey, int], sign: int = 1) -> dict[S
                 row = totals[(player_id, scope)] = [0] * width
             for i, delta in vector:
                 row[i] += sign * n * delta
-    return {key: dict(zip(STAT_NAMES, row)) for key, row in totals.items()}
+    return totals
 
 
 _PRIVATE_SCOPES = ("all",)
@@ -88,15 +97,21 @@ def apply_stat_deltas(session: Session, deltas: Mapping[StatKey, Mapping[str, in
 
 def add_stat_deltas(connection: Connection, deltas: Mapping[StatKey, Mapping[str, int]]) -> int:
     """Do what ``apply_stat_deltas`` does on the connection of a session's transaction."""
-    if not deltas:
+    return add_stat_rows(
+        connection,
+        [(player_id, scope, *[d.get(s, 0) for s in STAT_NAMES]) for (player_id, scope), d in sorted(deltas.items())],
+    )
+
+
+def add_stat_rows(connection: Connection, rows: list[tuple]) -> int:
+    """Add rows of deltas ``(player_id, scope, *STAT_NAMES)`` to the stored stats; return rows touched.
+
+    The rows must be sorted by player and scope: a fixed order keeps concurrent
+    writers from deadlocking on each other's rows.
+    """
+    if not rows:
         return 0
-    upsert = _stats_upsert(connection.dialect)
-    # A fixed order keeps concurrent writers from deadlocking on each other's rows.
-    rows = [
-        (player_id, scope, *[d.get(s, 0) for s in STAT_NAMES])
-        for (player_id, scope), d in sorted(deltas.items())
-    ]
-    upsert(connection, rows, utcnow())
+    _stats_upsert(connection.dialect)(connection, rows, utcnow())
     return len(rows)
 
 

@@ -34,8 +34,8 @@ from webapp.domain.errors import Invalid
 from webapp.domain.projection import (
     STATS_UPSERT_COLUMNS,
     STATS_UPSERT_CONFLICT,
-    add_stat_deltas,
-    counted_stat_deltas,
+    add_stat_rows,
+    counted_stat_rows,
 )
 from webapp.domain.taxonomy import event_type as lookup_event_type
 from webapp.models.activity import ORIGINS, ActivityEvent, DataQualityFinding
@@ -461,9 +461,9 @@ def _add_deltas_of_inserted(
     connection: Connection, rows: list[dict[str, Any]], inserted: Mapping[EventKey, int]
 ) -> None:
     """Add the stat deltas of the rows whose key was inserted."""
-    add_stat_deltas(
+    add_stat_rows(
         connection,
-        counted_stat_deltas(
+        counted_stat_rows(
             Counter(
                 (row["player_id"], row["event_type"], row["team_id"] is not None, row["is_private"])
                 for row in rows
@@ -499,10 +499,10 @@ def _insert_few(connection: Connection, rows: list[dict[str, Any]], now: datetim
     by_key = {_row_key(row): row for row in rows}
     if dialect.name == "postgresql":
         deltas = [
-            (row["player_id"], row["event_type"], row["source_model"], row["source_id"], scope, *vector)
+            (row["player_id"], row["event_type"], row["source_model"], row["source_id"], *scope_and_vector)
             for row in rows
-            for (_player, scope), vector in _one_event_deltas(
-                row["player_id"], row["event_type"], row["team_id"] is not None, False
+            for _player, *scope_and_vector in counted_stat_rows(
+                {(row["player_id"], row["event_type"], row["team_id"] is not None, False): 1}
             )
         ]
         sql = _insert_few_sql("postgresql", len(values), archivable, len(deltas))
@@ -518,13 +518,6 @@ def _insert_few(connection: Connection, rows: list[dict[str, Any]], now: datetim
     if dialect.name != "postgresql" and inserted:
         _add_deltas_of_inserted(connection, rows, inserted)
     return inserted
-
-
-def _one_event_deltas(
-    player_id: int, event_type: str, is_team: bool, is_private: bool
-) -> list[tuple[tuple[int, str], tuple[int, ...]]]:
-    deltas = counted_stat_deltas({(player_id, event_type, is_team, is_private): 1})
-    return [(key, tuple(d[s] for s in STAT_NAMES)) for key, d in sorted(deltas.items())]
 
 
 @lru_cache(maxsize=64)
