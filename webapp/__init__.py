@@ -17,6 +17,8 @@ def create_app(config: BaseConfig | None = None, overrides: Mapping[str, Any] | 
     from webapp.cli import register_cli
     from webapp.extensions import csrf, db, limiter, migrate
     from webapp.jobs.queue import init_queue
+    from webapp.json_codec import OrjsonProvider
+    from webapp.json_codec import loads as json_loads
     from webapp.web import register_web
 
     config = config or config_from_env()
@@ -26,6 +28,7 @@ def create_app(config: BaseConfig | None = None, overrides: Mapping[str, Any] | 
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
     )
+    app.json = OrjsonProvider(app)
     app.config.from_object(config)
     if overrides:
         app.config.update(overrides)
@@ -37,6 +40,10 @@ def create_app(config: BaseConfig | None = None, overrides: Mapping[str, Any] | 
 
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _in_utc(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    # JSON columns are read through orjson; they are still written by json.dumps.
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+        "json_deserializer": json_loads, **(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    }
 
     if app.config.get("PASSWORD_HASH_PROFILE"):
         from webapp.domain.staff import use_password_profile

@@ -21,7 +21,6 @@ much as the query itself.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -29,7 +28,6 @@ from functools import cache, lru_cache
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
     Integer,
@@ -237,7 +235,7 @@ class _DriverStatement:
 
     Parameters and values go through the columns' own bind and result
     processors, so a page reads exactly what ``Connection.execute`` would give;
-    on SQLite the times and JSON take a quicker path to the same values.
+    on SQLite the times take a quicker path to the same values.
     """
 
     sql: str
@@ -309,16 +307,15 @@ def _driver_statement(dialect: Dialect, statement) -> _DriverStatement:
 def _quicker(column_type, dialect: Dialect, process: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """Return a quicker equivalent of ``process`` for the values SQLite hands back, if there is one.
 
-    Decoding is most of what a page costs on SQLite, where times and JSON come
-    back as text. Each quicker path handles only the text it is sure of and
-    hands anything else to the column's own processor.
+    Decoding is most of what a page costs on SQLite, where times come back as
+    text (JSON is read by the engine's orjson deserializer). The quicker path
+    handles only the text it is sure of and hands anything else to the
+    column's own processor.
     """
     if dialect.name != "sqlite":
         return process
     if isinstance(column_type, UTCDateTime):
         return _sqlite_utc_time(process)
-    if isinstance(column_type, JSON) and dialect._json_deserializer is None:
-        return _json_document(process)
     return process
 
 
@@ -337,26 +334,6 @@ def _sqlite_utc_time(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return process(value)
 
     return utc_time
-
-
-def _json_document(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    # json.loads is a Python wrapper (type checks, whitespace skipping by
-    # regex) around the C scanner; a document json.dumps wrote needs only the
-    # scanner. Anything else (whitespace around it, NULL, a bare number, bad
-    # JSON) goes to the column's own processor, which answers or raises as ever.
-    scan = json.JSONDecoder().scan_once
-
-    def document(value):
-        if value.__class__ is str:
-            try:
-                decoded, end = scan(value, 0)
-            except (StopIteration, ValueError):
-                return process(value)
-            if end == len(value):
-                return decoded
-        return process(value)
-
-    return document
 
 
 def _checked_limit(limit: int) -> int:
