@@ -275,22 +275,15 @@ class RawRecorder:
         # Privacy is the statement's to derive, from the tournament: the fact's own flag goes in.
         row = self._event_row(fact, now, privacy_from_map=False)
         archivable = fact.occurred_at < now - YOUNGEST_ARCHIVABLE
-        deltas = self.deltas[(fact.event_type, fact.team_id is not None)]
         cursor = self._begin()
         if self.backend == "sqlite":
             cursor.execute(_insert_few_sql("sqlite", 1, archivable, 0), (*row, fact.tournament_id))
             inserted = cursor.fetchone()
             if inserted is not None:
-                stamp = row[3]
-                if inserted[5]:
-                    cursor.execute(self.upsert_one, (fact.player_id, "all", *deltas, stamp))
-                else:
-                    cursor.execute(
-                        self.upsert_two,
-                        (fact.player_id, "all", *deltas, stamp, fact.player_id, "public", *deltas, stamp),
-                    )
+                self._upsert_stats(cursor, fact, row[3], is_private=inserted[5])
         else:
             key = (fact.player_id, fact.event_type, fact.source_model, fact.source_id)
+            deltas = self.deltas[(fact.event_type, fact.team_id is not None)]
             cursor.execute(
                 _insert_few_sql("postgresql", 1, archivable, 2),
                 (*row, fact.tournament_id, *key, "all", *deltas, *key, "public", *deltas, now),
@@ -307,17 +300,20 @@ class RawRecorder:
         cursor.execute(self.insert_event + " RETURNING id", row)
         inserted = cursor.fetchone()
         if inserted is not None:
-            deltas = self.deltas[(fact.event_type, fact.team_id is not None)]
-            stamp = row[3]
-            if row[10]:
-                cursor.execute(self.upsert_one, (fact.player_id, "all", *deltas, stamp))
-            else:
-                cursor.execute(
-                    self.upsert_two,
-                    (fact.player_id, "all", *deltas, stamp, fact.player_id, "public", *deltas, stamp),
-                )
+            self._upsert_stats(cursor, fact, row[3], is_private=row[10])
         self._commit()
         return inserted[0] if inserted else None
+
+    def _upsert_stats(self, cursor, fact, stamp, *, is_private: bool) -> None:
+        """Add one new event's deltas to its player's stats: both scopes, or ``all`` alone if private."""
+        deltas = self.deltas[(fact.event_type, fact.team_id is not None)]
+        if is_private:
+            cursor.execute(self.upsert_one, (fact.player_id, "all", *deltas, stamp))
+        else:
+            cursor.execute(
+                self.upsert_two,
+                (fact.player_id, "all", *deltas, stamp, fact.player_id, "public", *deltas, stamp),
+            )
 
     def _batch_totals(self, facts: Sequence, rows: list[tuple]) -> dict[tuple[int, str], list[int]]:
         totals: dict[tuple[int, str], list[int]] = {}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 
 from tests.domain.test_recording import won
 from webapp.domain.recording import record_event
@@ -60,29 +60,25 @@ def test_debug_mode_keeps_its_indented_layout():
     assert body == '{\n  "a": {\n    "c": 2\n  },\n  "b": 1\n}\n'
 
 
-def test_a_request_body_is_read_through_the_provider():
+def _echo_client():
     app = _app()
 
     @app.post("/echo")
     def echo():
-        from flask import request
-
         return jsonify(received=request.get_json())
 
-    response = app.test_client().post("/echo", data='{"n": 12345678901, "s": "é"}', content_type="application/json")
+    return app.test_client()
+
+
+def test_a_request_body_is_read_through_the_provider():
+    response = _echo_client().post(
+        "/echo", data='{"n": 12345678901, "s": "é"}', content_type="application/json"
+    )
     assert response.get_json() == {"received": {"n": 12345678901, "s": "é"}}
 
 
 def test_bad_json_in_a_request_is_a_400_not_a_crash():
-    app = _app()
-
-    @app.post("/echo")
-    def echo():
-        from flask import request
-
-        return jsonify(received=request.get_json())
-
-    response = app.test_client().post("/echo", data='{"n": ', content_type="application/json")
+    response = _echo_client().post("/echo", data='{"n": ', content_type="application/json")
     assert response.status_code == 400
 
 
