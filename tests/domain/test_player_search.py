@@ -224,6 +224,22 @@ def test_a_profile_has_stats_in_both_scopes(session, people, make_tournament):
     assert profile.stats_public["matches_won"] == 1
 
 
+def test_a_profile_with_its_stats_is_one_statement(session, people, count_queries):
+    alice = people["alice"]
+    with unit_of_work(session):
+        record_event(session, NewEvent(
+            player_id=alice.id, event_type="match_won", occurred_at=T0, source_model="match",
+            source_id=1, metadata={"round": "R1", "side": "a", "opponent_player_ids": [people["bob"].id]},
+        ))
+    session.expire_all()
+    session.connection()  # the transaction's BEGIN (a statement of its own on SQLite) is not the profile's
+    with count_queries() as counter:
+        profile = player_profile(session, "dc-25-000101")
+    assert counter["n"] == 1
+    assert profile.player.id == alice.id
+    assert profile.stats_all["matches_won"] == profile.stats_public["matches_won"] == 1
+
+
 def test_a_player_without_events_has_zero_stats(session, people):
     profile = player_profile(session, people["carol"].id)
     assert set(profile.stats_all.values()) == {0}

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy import ColumnElement, and_, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from webapp.domain.cursors import decode_cursor, encode_cursor
@@ -152,25 +152,29 @@ class PlayerProfile:
 def player_profile(session: Session, key: int | str) -> PlayerProfile:
     """Return the profile of the player with id ``key`` (an int) or public id ``key`` (a str).
 
-    Public ids match ignoring case.
+    Public ids match ignoring case. The player and their stats rows come from
+    one statement: every player page opens with this, and on PostgreSQL a
+    second statement was a round trip of its own.
 
     :raise NotFound: if there is no such player.
     """
-    player = _find_player(session, key)
-    stats: dict[str, dict[str, int]] = {scope: dict.fromkeys(STAT_NAMES, 0) for scope in SCOPES}
-    for row in session.scalars(select(PlayerStats).where(PlayerStats.player_id == player.id)):
-        stats[row.scope] = row.as_dict()
-    return PlayerProfile(player, stats)
-
-
-def _find_player(session: Session, key: Any) -> Player:
-    if isinstance(key, int) and not isinstance(key, bool):
-        player = session.get(Player, key)
-    elif isinstance(key, str) and key.strip() and "\x00" not in key:
-        wanted = _lower_like_database(key.strip(), session.get_bind().dialect.name)
-        player = session.scalars(select(Player).where(Player.search_public_id == wanted)).first()
-    else:
-        raise Invalid(f"a player is found by id or public id, not {key!r}")
-    if player is None:
+    rows = session.execute(
+        select(Player, PlayerStats)
+        .outerjoin(PlayerStats, PlayerStats.player_id == Player.id)
+        .where(_is_player(session, key))
+    ).all()
+    if not rows:
         raise NotFound(f"player {key!r} does not exist")
-    return player
+    stats: dict[str, dict[str, int]] = {scope: dict.fromkeys(STAT_NAMES, 0) for scope in SCOPES}
+    for _player, row in rows:
+        if row is not None:
+            stats[row.scope] = row.as_dict()
+    return PlayerProfile(rows[0][0], stats)
+
+
+def _is_player(session: Session, key: Any) -> ColumnElement[bool]:
+    if isinstance(key, int) and not isinstance(key, bool):
+        return Player.id == key
+    if isinstance(key, str) and key.strip() and "\x00" not in key:
+        return Player.search_public_id == _lower_like_database(key.strip(), session.get_bind().dialect.name)
+    raise Invalid(f"a player is found by id or public id, not {key!r}")
