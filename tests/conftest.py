@@ -259,15 +259,19 @@ def sign_in(client, make_staff):
 
 @pytest.fixture
 def count_queries(app):
-    """Count the SQL statements run inside a ``with count_queries() as counter:`` block."""
+    """Count the SQL statements run inside a ``with count_queries() as counter:`` block.
+
+    ``counter["statements"]`` holds each one's SQL and parameters, for ``query_plan``.
+    """
     from contextlib import contextmanager
 
     @contextmanager
     def counting():
-        counter = {"n": 0}
+        counter = {"n": 0, "statements": []}
 
-        def on_execute(*_args, **_kwargs):
+        def on_execute(_conn, _cursor, statement, parameters, _context, _many):
             counter["n"] += 1
+            counter["statements"].append((statement, parameters))
 
         sa.event.listen(db.engine, "before_cursor_execute", on_execute)
         try:
@@ -276,6 +280,19 @@ def count_queries(app):
             sa.event.remove(db.engine, "before_cursor_execute", on_execute)
 
     return counting
+
+
+def query_plan(connection, statement: str, parameters) -> list[str]:
+    """Return the lines of the database's plan for ``statement``.
+
+    On PostgreSQL sequential scans are turned off for it: a test's tables are
+    so small that scanning them is cheapest, which says nothing about whether
+    an index could serve the statement. The caller rolls the connection back.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        return connection.exec_driver_sql(f"EXPLAIN {statement}", parameters).scalars().all()
+    return [row[3] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)]
 
 
 # Factories: build platform records the way the platform would have them.

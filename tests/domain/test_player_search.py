@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import event as sa_event
 
-from tests.conftest import T0
+from tests.conftest import T0, query_plan
 from webapp.domain.cursors import encode_cursor
 from webapp.domain.errors import Invalid, NotFound
 from webapp.domain.players import player_profile, search_players
@@ -152,32 +151,13 @@ def test_a_nul_character_is_invalid_rather_than_a_database_error(session, people
         player_profile(session, "DC-25\x00")
 
 
-def test_search_reads_the_search_indexes(session, people, backend):
-    statements = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if "FROM players" in statement:
-            statements.append((statement, parameters))
-
-    engine = session.get_bind()
-    sa_event.listen(engine, "before_cursor_execute", capture)
-    try:
+def test_search_reads_the_search_indexes(session, people, count_queries):
+    with count_queries() as counter:
         search_players(session, "car")
-    finally:
-        sa_event.remove(engine, "before_cursor_execute", capture)
-    [(statement, parameters)] = statements
+    [(statement, parameters)] = [(sql, p) for sql, p in counter["statements"] if "FROM players" in sql]
 
-    connection = session.connection()
-    if backend == "postgresql":
-        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        plan = connection.exec_driver_sql(f"EXPLAIN {statement}", parameters).scalars().all()
-    else:
-        plan = [
-            row[3]
-            for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
-        ]
+    plan_text = "\n".join(query_plan(session.connection(), statement, parameters))
     session.rollback()
-    plan_text = "\n".join(plan)
     for column in ("username", "display_name", "public_id", "email"):
         assert f"ix_players_search_{column}" in plan_text, plan_text
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import delete, event, func, select
+from sqlalchemy import delete, func, select
 
-from tests.conftest import T0
+from tests.conftest import T0, query_plan
 from webapp.domain.errors import Invalid
 from webapp.domain.recording import NewEvent, RecordStatus, record_event, record_events
 from webapp.models import ActivityEvent, DataQualityFinding, PlayerStats
@@ -60,40 +60,28 @@ def test_the_same_fact_twice_is_one_event_and_one_stat_change(session, make_play
     assert stats(session, alice)["matches_won"] == 1
 
 
-def test_a_repeated_fact_is_looked_up_through_the_key_index_not_a_table_scan(session, make_player):
+def test_a_repeated_fact_is_looked_up_through_the_key_index_not_a_table_scan(
+    session, make_player, count_queries
+):
     # SQLite answers a row-value IN by scanning every stored event: a repeated live
     # result would cost as much as the table is long.
     alice = make_player("alice")
     with unit_of_work(session):
         record_events(session, [won(alice, match_id=n) for n in range(3)])
-    lookups = []
-
-    def keep_lookups(_conn, _cursor, statement, parameters, _context, _many):
-        if "JOIN activity_events" in statement:
-            lookups.append((statement, parameters))
-
-    engine = session.get_bind()
-    event.listen(engine, "before_cursor_execute", keep_lookups)
-    try:
-        with unit_of_work(session):
-            repeat = record_event(session, won(alice, match_id=1))
-    finally:
-        event.remove(engine, "before_cursor_execute", keep_lookups)
+    with count_queries() as counter, unit_of_work(session):
+        repeat = record_event(session, won(alice, match_id=1))
     assert repeat.status is RecordStatus.DUPLICATE
+    lookups = [(sql, parameters) for sql, parameters in counter["statements"] if "JOIN activity_events" in sql]
     assert lookups, "the repeat was not looked up by its key"
-    statement, parameters = lookups[0]
-    with engine.connect() as connection:
-        if engine.dialect.name == "sqlite":
-            steps = [row[3] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)]
-            # Scanning the listed keys is expected; the events are searched by the key's unique index.
-            assert not [s for s in steps if s.startswith("SCAN") and "CONSTANT" not in s and s != "SCAN k"], steps
-            assert any(s.startswith("SEARCH") and "sqlite_autoindex_activity_events" in s for s in steps), steps
-        else:
-            # A table this small is cheapest to scan; forbid that to see whether the index can be used.
-            connection.exec_driver_sql("SET enable_seqscan = off")
-            plan = " | ".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {statement}", parameters))
-            assert "Seq Scan on activity_events" not in plan, plan
-            connection.rollback()
+
+    plan = query_plan(session.connection(), *lookups[0])
+    session.rollback()
+    if session.get_bind().dialect.name == "sqlite":
+        # Scanning the listed keys is expected; the events are searched by the key's unique index.
+        assert not [s for s in plan if s.startswith("SCAN") and "CONSTANT" not in s and s != "SCAN k"], plan
+        assert any(s.startswith("SEARCH") and "sqlite_autoindex_activity_events" in s for s in plan), plan
+    else:
+        assert not [s for s in plan if "Seq Scan on activity_events" in s], plan
 
 
 def test_a_repeat_with_a_different_payload_is_a_conflict_kept_as_a_finding(session, make_player):

@@ -114,7 +114,7 @@ def player_page_url(public_id: str, **query: Any) -> str:
 
     A timeline page links each of its rows' opponents and tournaments to a
     player page; werkzeug building every one of them afresh took a tenth of
-    the page. Public ids are letters, digits and dashes, which need no quoting.
+    the page. The public id is quoted into the path as url_for would quote it.
     """
     base = g.get("player_page_url")
     if base is None:
