@@ -84,10 +84,15 @@ def _ping_after_idle(dbapi_connection, record, _proxy) -> None:
 def _begin_sqlite_transaction(connection: Connection) -> None:
     if connection.dialect.name != "sqlite":
         return
-    if connection.get_execution_options().get(WRITE_OPTION):
-        run_on_driver(connection, "BEGIN IMMEDIATE")
-    else:
-        run_on_driver(connection, "BEGIN")
+    statement = "BEGIN IMMEDIATE" if connection.get_execution_options().get(WRITE_OPTION) else "BEGIN"
+    if _watched(connection):
+        run_on_driver(connection, statement)  # so that statement counters and tracing see it
+        return
+    try:
+        connection.connection.driver_connection.execute(statement)
+    except sqlite3.Error as error:
+        # As run_on_driver raises it: a lock not granted in time becomes DatabaseUnavailable.
+        raise exc.DBAPIError.instance(statement, (), error, sqlite3.Error, dialect=connection.dialect) from error
 
 
 def run_on_driver(
@@ -105,7 +110,7 @@ def run_on_driver(
     the listeners see it. SQLAlchemy's echo logging does not see these
     statements; a ``before_cursor_execute`` listener that logs does.
     """
-    if connection.dispatch.before_cursor_execute or connection.dispatch.after_cursor_execute:
+    if _watched(connection):
         if many:
             connection.exec_driver_sql(sql, list(parameters))
             return []
@@ -128,6 +133,17 @@ def run_on_driver(
         ) from error
     finally:
         cursor.close()
+
+
+def _watched(connection: Connection) -> bool:
+    """Whether anything listens for cursor executions on the connection's engine (statement counters, tracing).
+
+    Asked of the engine: a connection's own event dispatch is built afresh for
+    every connection, so asking it first cost a tenth of an empty unit of work.
+    Listeners are added to engines (or the Engine class), never to one connection.
+    """
+    dispatch = connection.engine.dispatch
+    return bool(dispatch.before_cursor_execute or dispatch.after_cursor_execute)
 
 
 def begin_write(session: Session) -> None:
