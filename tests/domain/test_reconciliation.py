@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from tests.conftest import T0
 from webapp.domain.errors import NotFound
-from webapp.domain.reconciliation import StatDrift, find_drift, repair_drift
+from webapp.domain.reconciliation import StatDrift, drift_sql, find_drift, repair_drift
 from webapp.domain.recording import NewEvent, record_events
 from webapp.extensions import db
 from webapp.jobs.reconcile import run_reconciliation
@@ -190,6 +190,41 @@ def test_private_tournament_events_are_expected_only_in_the_all_scope(
     assert report_of(session).drifts == [
         StatDrift(alice.id, "public", "tournaments_played", expected=0, actual=1)
     ]
+
+
+def test_each_database_counts_its_own_way_and_finds_the_drift_the_portable_counting_finds(
+    session, make_player, make_team, make_tournament
+):
+    # SQLite counts private and team events apart from the rest; the portable
+    # counting groups them all at once. Both must find the same drift.
+    alice, bob, carol = make_player("alice"), make_player("bob"), make_player("carol")
+    pair = make_team("Pair", [alice, bob])
+    secret = make_tournament("Invitational", is_private=True)
+    record(
+        session,
+        match_won(alice), match_won(alice, team_id=pair.id), match_won(bob, team_id=pair.id),
+        match_lost(bob, tournament_id=secret.id), match_lost(carol, tournament_id=secret.id),
+        checked_in(carol, secret), match_won(carol),
+    )
+    tamper(session, "UPDATE player_stats SET matches_won = matches_won + 2 WHERE player_id = :p", p=alice.id)
+    tamper(session, "DELETE FROM player_stats WHERE player_id = :p AND scope = 'all'", p=carol.id)
+    tamper(
+        session,
+        "UPDATE player_stats SET matches_lost = matches_lost + 1 WHERE player_id = :p AND scope = 'public'",
+        p=bob.id,
+    )
+
+    def rows(sql: str) -> list:
+        found = session.execute(text(sql), {"player_id": None}).all()
+        session.rollback()
+        return found
+
+    found = rows(drift_sql(db.engine.dialect.name))
+    assert found == rows(drift_sql(None))
+    assert {(row.player_id, row.scope) for row in found} == {
+        (alice.id, "all"), (alice.id, "public"), (bob.id, "public"), (carol.id, "all"),
+    }
+    assert report_of(session).drifted_players == [alice.id, bob.id, carol.id]
 
 
 def test_one_player_can_be_checked_alone(session, make_player):
