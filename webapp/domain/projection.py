@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from webapp.database import run_on_driver
 from webapp.domain.taxonomy import EVENT_TYPES
-from webapp.models.base import utcnow
+from webapp.models.base import quicker_sqlite_time, utcnow
 from webapp.models.stats import STAT_NAMES, PlayerStats
 
 
@@ -146,6 +146,8 @@ def _stats_upsert(dialect: Dialect) -> Callable[[Connection, list[tuple], dateti
     """
     table = PlayerStats.__table__
     stamp = table.c.updated_at.type.dialect_impl(dialect).bind_processor(dialect)
+    if stamp is not None:
+        stamp = quicker_sqlite_time(stamp)
     for name in ("player_id", "scope", *STAT_NAMES):
         if table.c[name].type.dialect_impl(dialect).bind_processor(dialect) is not None:
             raise RuntimeError(f"player_stats.{name} needs a bind processor the upsert does not apply")

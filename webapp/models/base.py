@@ -5,7 +5,9 @@ Named constraints keep Alembic migrations identical on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -62,3 +64,24 @@ class Base(DeclarativeBase):
 
 class CreatedAtMixin:
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+def quicker_sqlite_time(process: Callable[[datetime], Any]) -> Callable[[datetime], Any]:
+    """Return an equivalent of the column's bind processor for aware times on SQLite, if one holds.
+
+    The column stores naive UTC text; its processor converts to UTC, drops the
+    zone and formats field by field, a fifth of a batch's CPU. The ISO form of
+    the UTC time without its "+00:00" is the same text, which is checked here
+    on awkward times before it is used.
+    """
+    def quicker(value: datetime) -> str:
+        return value.astimezone(UTC).isoformat(" ", "microseconds")[:-6]
+
+    samples = (
+        datetime(2026, 3, 2, 18, 0, tzinfo=UTC),
+        datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2026, 10, 25, 1, 30, 59, 999_999, tzinfo=timezone(timedelta(hours=-7, minutes=-30))),
+    )
+    if all(quicker(sample) == process(sample) for sample in samples):
+        return quicker
+    return process
