@@ -571,6 +571,31 @@ def test_a_repeated_report_or_a_backfill_does_not_count_a_corrected_result_twice
     assert not find_drift(session).drifts
 
 
+def test_a_backfill_batch_read_before_a_resolution_records_the_resolution_not_the_old_result(
+    session, make_player, make_tournament, make_match, staff
+):
+    # A backfill reads its next batch ahead of the transaction that records it.
+    from tests.jobs.test_backfill import ALL_HISTORY, start
+    from webapp.domain import backfill
+
+    alice, bob = make_player(), make_player()
+    match = make_match(make_tournament(), alice, bob, winner="a")  # never recorded live
+    run_id = start(session)
+    prepared = backfill.prepare_batch(session, run_id, ALL_HISTORY, backfill.START, 500)
+    session.rollback()
+    assert [f.event_type for row in prepared.rows for f in row.facts] == ["match_won", "match_lost"]
+
+    report(session, match)
+    resolve(session, staff, match, "b")
+    with unit_of_work(session):
+        line = backfill.record_batch(session, run_id, 1, prepared)
+
+    assert line.counts.events_inserted == 0 and line.counts.skipped_undecided == 1
+    assert stats(session, bob) == {"matches_played": 1, "matches_won": 1}
+    assert stats(session, alice) == {"matches_played": 1, "matches_lost": 1}
+    assert not find_drift(session).drifts
+
+
 def test_a_match_whose_events_are_in_cold_storage_is_resolved_only_after_restoring_them(
     session, app, tmp_path, monkeypatch, make_player, make_tournament, make_match, staff
 ):

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict, namedtuple
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time
 from functools import lru_cache
 from itertools import chain
@@ -360,17 +360,6 @@ def _derive(session: Session, records: list[tuple[Position, Any]], run_id: int |
             team_ids.add(record.winner_team_id)
     team_ids.discard(None)
     roster = TeamRoster.load(session, team_ids)
-    resolved: set[int] = set()
-    resolved_results: set[int] = set()
-    # Until a dispute resolution has corrected some match, there is nothing to
-    # look up, and the lookups' long id lists cost as much as the batch's reading.
-    if session.scalar(select(MatchResolution.id).limit(1)) is not None:
-        resolved = resolved_match_ids(
-            session, [record.id for key, record in records if key.stage == _MATCHES]
-        )
-        resolved_results = resolved_result_ids(
-            session, [record.id for key, record in records if key.stage == _RESULT]
-        )
 
     rows = []
     for key, record in records:
@@ -382,23 +371,55 @@ def _derive(session: Session, records: list[tuple[Position, Any]], run_id: int |
                     record, tournament, roster, origin="backfill", origin_id=run_id
                 )
             elif key.stage == _MATCHES:
-                if record.state in DECIDED_STATES and record.id not in resolved:
+                if record.state in DECIDED_STATES:
                     row.facts = match_events(record, roster, origin="backfill", origin_id=run_id)
                     # A forfeit is never a match won or lost: only forfeit events.
                     row.rejected_forfeit = int(record.state == "forfeit")
-                else:  # scheduled, disputed, void, or corrected by a dispute resolution's own events
+                else:  # scheduled, disputed or void
                     row.skipped = True
             else:
                 entrants = entries[key.tournament_id]
-                row.facts = without_corrected_wins(tournament_result_events(
+                row.facts = tournament_result_events(
                     record, tournament, entrants, roster, origin="backfill", origin_id=run_id
-                ), resolved_results)
+                )
                 row.rejected_no_show = sum(r.status not in PLAYED_STATUSES for r in entrants)
         except Invalid as exc:
             row.facts = []
             row.error = f"{_STAGE_NOUNS[key.stage]} {record.id}: {exc}"
         rows.append(row)
     return _Derived(rows, tournaments)
+
+
+def _without_resolved(
+    session: Session, records: list[tuple[Position, Any]], rows: list[_RowFacts]
+) -> list[_RowFacts]:
+    """Return ``rows`` as new rows, less what dispute resolutions have corrected.
+
+    A match a resolution corrected has the resolution's own events and gives
+    none here; nor does a tournament result's winner that a resolution decided
+    (the win would count twice). Looked up in the transaction that records the
+    batch, so a resolution committed after the batch was read still counts.
+    """
+    # Until a dispute resolution has corrected some match, there is nothing to
+    # look up, and the lookups' long id lists cost as much as the batch's reading.
+    if session.scalar(select(MatchResolution.id).limit(1)) is None:
+        return [replace(row) for row in rows]
+    resolved = resolved_match_ids(
+        session, [record.id for key, record in records if key.stage == _MATCHES]
+    )
+    resolved_results = resolved_result_ids(
+        session, [record.id for key, record in records if key.stage == _RESULT]
+    )
+    settled = []
+    for (key, record), row in zip(records, rows, strict=True):
+        if key.stage == _MATCHES and record.id in resolved:
+            row = _RowFacts(key, skipped=True)
+        elif key.stage == _RESULT:
+            row = replace(row, facts=without_corrected_wins(row.facts, resolved_results))
+        else:
+            row = replace(row)
+        settled.append(row)
+    return settled
 
 
 # Running batches.
@@ -468,6 +489,73 @@ class BatchLine:
         )
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch read from the source and its events derived, not yet recorded.
+
+    Preparing only reads, so it may happen on another connection, and ahead of
+    the transaction that records it (see ``webapp.jobs.backfill``).
+    """
+
+    records: list[tuple[Position, Any]]
+    rows: list[_RowFacts]
+    started_at: datetime
+
+    @property
+    def after(self) -> Position:
+        """The position after the batch's last record: its checkpoint."""
+        return self.records[-1][0]
+
+
+def prepare_batch(
+    session: Session, run_id: int, scope: BackfillScope, position: Position, batch_size: int
+) -> PreparedBatch | None:
+    """Read the next ``batch_size`` records after ``position`` and derive their events; ``None`` at the end."""
+    started_at = utcnow()
+    records = _read_batch(session, scope, position, batch_size)
+    if not records:
+        return None
+    return PreparedBatch(records, _derive(session, records, run_id).rows, started_at)
+
+
+def record_batch(session: Session, run_id: int, batch_no: int, prepared: PreparedBatch) -> BatchLine:
+    """Record a prepared batch's events and its ledger line (flush only).
+
+    Source records the result services refuse are counted as failed and
+    skipped; any other error propagates and the caller's transaction must be
+    rolled back. ``prepared`` is not changed, so the batch can be recorded
+    again after such a rollback.
+    """
+    records = prepared.records
+    rows = _without_resolved(session, records, prepared.rows)
+    inserted_ids, duplicates = _record(session, rows)
+    failures = [row.error for row in rows if row.error]
+    counts = BatchCounts(
+        rows_read=len(records),
+        events_inserted=len(inserted_ids),
+        duplicates=duplicates,
+        rejected_forfeit=sum(row.rejected_forfeit for row in rows if not row.error),
+        rejected_no_show=sum(row.rejected_no_show for row in rows if not row.error),
+        failed=len(failures),
+        skipped_undecided=sum(row.skipped for row in rows),
+    )
+    line = BackfillBatch(
+        run_id=run_id,
+        batch_no=batch_no,
+        **{f: getattr(counts, f) for f in _COUNT_FIELDS if f != "skipped_undecided"},
+        first_event_id=min(inserted_ids) if inserted_ids else None,
+        last_event_id=max(inserted_ids) if inserted_ids else None,
+        # The ledger has no column for undecided matches; their count rides with the position.
+        checkpoint_after={**prepared.after.as_checkpoint(), "skipped_undecided": counts.skipped_undecided},
+        started_at=prepared.started_at,
+        finished_at=utcnow(),
+        error="\n".join(failures[:ERRORS_KEPT]) or None,
+    )
+    session.add(line)
+    session.flush()
+    return BatchLine.of(line)
+
+
 def process_batch(
     session: Session,
     run_id: int,
@@ -476,44 +564,12 @@ def process_batch(
     batch_size: int,
     batch_no: int,
 ) -> BatchLine | None:
-    """Record the events of the next batch after ``position`` and its ledger line (flush only).
+    """Prepare and record the next batch after ``position`` in the caller's transaction (flush only).
 
-    Returns ``None`` when no record is left. Source records the result services
-    refuse are counted as failed and skipped; any other error propagates and
-    the caller's transaction must be rolled back.
+    Returns ``None`` when no record is left; otherwise as ``record_batch``.
     """
-    started_at = utcnow()
-    records = _read_batch(session, scope, position, batch_size)
-    if not records:
-        return None
-    derived = _derive(session, records, run_id)
-    inserted_ids, duplicates = _record(session, derived.rows)
-    failures = [row.error for row in derived.rows if row.error]
-    counts = BatchCounts(
-        rows_read=len(records),
-        events_inserted=len(inserted_ids),
-        duplicates=duplicates,
-        rejected_forfeit=sum(row.rejected_forfeit for row in derived.rows if not row.error),
-        rejected_no_show=sum(row.rejected_no_show for row in derived.rows if not row.error),
-        failed=len(failures),
-        skipped_undecided=sum(row.skipped for row in derived.rows),
-    )
-    after = records[-1][0]
-    line = BackfillBatch(
-        run_id=run_id,
-        batch_no=batch_no,
-        **{f: getattr(counts, f) for f in _COUNT_FIELDS if f != "skipped_undecided"},
-        first_event_id=min(inserted_ids) if inserted_ids else None,
-        last_event_id=max(inserted_ids) if inserted_ids else None,
-        # The ledger has no column for undecided matches; their count rides with the position.
-        checkpoint_after={**after.as_checkpoint(), "skipped_undecided": counts.skipped_undecided},
-        started_at=started_at,
-        finished_at=utcnow(),
-        error="\n".join(failures[:ERRORS_KEPT]) or None,
-    )
-    session.add(line)
-    session.flush()
-    return BatchLine.of(line)
+    prepared = prepare_batch(session, run_id, scope, position, batch_size)
+    return None if prepared is None else record_batch(session, run_id, batch_no, prepared)
 
 
 def _record(session: Session, rows: list[_RowFacts]) -> tuple[list[int], int]:
@@ -641,10 +697,11 @@ def _preview(
     has_events: dict[str, bool] = {}
     while records := _read_batch(session, scope, position, batch_size):
         derived = _derive(session, records, None)
+        rows = _without_resolved(session, records, derived.rows)
         private = {t.id: t.is_private for t in derived.tournaments.values()}
         facts = 0
         first_by_key: dict[tuple, NewEvent] = {}
-        for row in derived.rows:
+        for row in rows:
             facts += len(row.facts)
             for fact in row.facts:
                 first_by_key.setdefault(fact.key, fact)
@@ -662,16 +719,16 @@ def _preview(
             delta_counts[(key[0], key[1], fact.team_id is not None, is_private)] += 1
             if len(sample) < sample_size:
                 sample.append(fact)
-        errors = [row.error for row in derived.rows if row.error]
+        errors = [row.error for row in rows if row.error]
         failures.extend(errors[: max(0, ERRORS_KEPT * 2 - len(failures))])
         counts = counts + BatchCounts(
             rows_read=len(records),
             events_inserted=new,
             duplicates=facts - new,
-            rejected_forfeit=sum(row.rejected_forfeit for row in derived.rows),
-            rejected_no_show=sum(row.rejected_no_show for row in derived.rows),
+            rejected_forfeit=sum(row.rejected_forfeit for row in rows),
+            rejected_no_show=sum(row.rejected_no_show for row in rows),
             failed=len(errors),
-            skipped_undecided=sum(row.skipped for row in derived.rows),
+            skipped_undecided=sum(row.skipped for row in rows),
         )
         position = records[-1][0]
     by_type: Counter[str] = Counter()

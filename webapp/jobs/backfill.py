@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -38,22 +39,25 @@ def backfill_procedure(session: Session, context) -> dict[str, Any]:
     total = backfill.count_source_rows(session, scope)
     session.rollback()
 
-    while True:
-        context.raise_if_cancelled()
-        try:
-            # A batch that deadlocks with live traffic is undone whole and run again.
-            line = run_in_unit_of_work(
-                session,
-                partial(_record_batch, context, scope, position, batch_size, batch_no, done, total),
-            )
-        except Exception as exc:
-            _note_failed_attempt(session, run_id, batch_no, exc)
-            raise
-        if line is None:
-            break
-        position, batch_no, done = line.position, batch_no + 1, done + line.counts.rows_read
-        if pause:
-            time.sleep(pause)
+    with _BatchReader(session, run_id, scope, batch_size) as reader:
+        reader.read_after(position)
+        while True:
+            context.raise_if_cancelled()
+            try:
+                prepared = reader.next()
+                if prepared is None:
+                    break
+                reader.read_after(prepared.after)
+                # A batch that deadlocks with live traffic is undone whole and run again.
+                line = run_in_unit_of_work(
+                    session, partial(_record_batch, context, prepared, batch_no, done, total)
+                )
+            except Exception as exc:
+                _note_failed_attempt(session, run_id, batch_no, exc)
+                raise
+            batch_no, done = batch_no + 1, done + line.counts.rows_read
+            if pause:
+                time.sleep(pause)
 
     summary = backfill.run_summary(session, run_id)
     session.rollback()
@@ -64,21 +68,67 @@ def backfill_procedure(session: Session, context) -> dict[str, Any]:
     return summary
 
 
+class _BatchReader:
+    """Reads and derives batches on a connection of its own; on a server database, one batch ahead.
+
+    Preparing a batch only reads the platform's records. On PostgreSQL it runs
+    on a thread while the previous batch is written, in the time the writer
+    waits on the server. On SQLite the writer's work is all in this process,
+    and a second thread only takes turns with it at the interpreter lock
+    (measured slower), so the batch is prepared when asked for, still outside
+    the write transaction. Either way, what a dispute resolution changed since
+    is taken into account when the batch is recorded (``backfill.record_batch``).
+    """
+
+    def __init__(self, session: Session, run_id: int, scope: backfill.BackfillScope, batch_size: int):
+        bind = session.get_bind()
+        self._session = Session(bind=bind)
+        self._prepare = partial(self._read, run_id, scope, batch_size)
+        self._executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"backfill-{run_id}-reader")
+            if bind.dialect.name != "sqlite" else None
+        )
+        self._pending: Future | backfill.Position | None = None
+
+    def __enter__(self) -> _BatchReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._executor is not None:
+            # Waits for a batch still being read; reading writes nothing, so nothing is lost.
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        self._session.close()
+
+    def read_after(self, position: backfill.Position) -> None:
+        """Start preparing the batch after ``position`` (or, on SQLite, note where it starts)."""
+        self._pending = self._executor.submit(self._prepare, position) if self._executor else position
+
+    def next(self) -> backfill.PreparedBatch | None:
+        """The batch asked for by the last ``read_after``; ``None`` when no record is left."""
+        pending, self._pending = self._pending, None
+        return pending.result() if isinstance(pending, Future) else self._prepare(pending)
+
+    def _read(
+        self, run_id: int, scope: backfill.BackfillScope, batch_size: int, position: backfill.Position
+    ) -> backfill.PreparedBatch | None:
+        try:
+            return backfill.prepare_batch(self._session, run_id, scope, position, batch_size)
+        finally:
+            self._session.rollback()  # no snapshot held between batches
+
+
 def _record_batch(
     context,
-    scope: backfill.BackfillScope,
-    position: backfill.Position,
-    batch_size: int,
+    prepared: backfill.PreparedBatch,
     batch_no: int,
     done: int,
     total: int,
     session: Session,
-) -> backfill.BatchLine | None:
-    line = backfill.process_batch(session, context.run_id, scope, position, batch_size, batch_no)
-    if line is not None:
-        done += line.counts.rows_read
-        # The source may have grown since the count: progress never passes 100 %.
-        context.progress(done, total=max(total, done), checkpoint=line.position.as_checkpoint())
+) -> backfill.BatchLine:
+    line = backfill.record_batch(session, context.run_id, batch_no, prepared)
+    done += line.counts.rows_read
+    # The source may have grown since the count: progress never passes 100 %.
+    context.progress(done, total=max(total, done), checkpoint=line.position.as_checkpoint())
     return line
 
 
