@@ -682,6 +682,26 @@ def test_records_the_services_refuse_are_counted_failed_and_the_run_goes_on_with
     assert_stats_exact(session)
 
 
+def test_facts_recording_refuses_fail_their_records_and_the_batch_can_be_recorded_again(session, history):
+    run_id = start(session)
+    prepared = backfill.prepare_batch(session, run_id, ALL_HISTORY, backfill.START, 500)
+    session.rollback()
+    # Red's memberships go between the batch's reading and its recording: its events are refused.
+    session.execute(sa.delete(TeamMembership).where(TeamMembership.team_id == history.red.id))
+    session.commit()
+
+    first = backfill.record_batch(session, run_id, 1, prepared)
+    session.rollback()  # as after a deadlock: the batch is recorded again from the start
+    with unit_of_work(session):
+        again = backfill.record_batch(session, run_id, 1, prepared)
+
+    assert again.counts == first.counts and again.errors == first.errors
+    assert again.counts.failed > 0 and all("not a member of team" in error for error in again.errors)
+    assert again.counts.events_inserted > 0  # the rest of the batch was recorded
+    assert not any(row.error for row in prepared.rows)
+    assert_stats_exact(session)
+
+
 @pytest.fixture
 def refuse_events_of(session, backend):
     """Make the database refuse events of one tournament, as a full disk or a bad deploy would."""

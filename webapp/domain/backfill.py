@@ -393,7 +393,7 @@ def _derive(session: Session, records: list[tuple[Position, Any]], run_id: int |
 def _without_resolved(
     session: Session, records: list[tuple[Position, Any]], rows: list[_RowFacts]
 ) -> list[_RowFacts]:
-    """Return ``rows`` as new rows, less what dispute resolutions have corrected.
+    """Return ``rows`` less what dispute resolutions have corrected; the rows given are not changed.
 
     A match a resolution corrected has the resolution's own events and gives
     none here; nor does a tournament result's winner that a resolution decided
@@ -403,7 +403,7 @@ def _without_resolved(
     # Until a dispute resolution has corrected some match, there is nothing to
     # look up, and the lookups' long id lists cost as much as the batch's reading.
     if session.scalar(select(MatchResolution.id).limit(1)) is None:
-        return [replace(row) for row in rows]
+        return rows
     resolved = resolved_match_ids(
         session, [record.id for key, record in records if key.stage == _MATCHES]
     )
@@ -416,8 +416,6 @@ def _without_resolved(
             row = _RowFacts(key, skipped=True)
         elif key.stage == _RESULT:
             row = replace(row, facts=without_corrected_wins(row.facts, resolved_results))
-        else:
-            row = replace(row)
         settled.append(row)
     return settled
 
@@ -527,8 +525,7 @@ def record_batch(session: Session, run_id: int, batch_no: int, prepared: Prepare
     again after such a rollback.
     """
     records = prepared.records
-    rows = _without_resolved(session, records, prepared.rows)
-    inserted_ids, duplicates = _record(session, rows)
+    inserted_ids, duplicates, rows = _record(session, _without_resolved(session, records, prepared.rows))
     failures = [row.error for row in rows if row.error]
     counts = BatchCounts(
         rows_read=len(records),
@@ -572,28 +569,33 @@ def process_batch(
     return None if prepared is None else record_batch(session, run_id, batch_no, prepared)
 
 
-def _record(session: Session, rows: list[_RowFacts]) -> tuple[list[int], int]:
-    """Record the rows' facts; return the ids inserted and the number of duplicates.
+def _record(session: Session, rows: list[_RowFacts]) -> tuple[list[int], int, list[_RowFacts]]:
+    """Record the rows' facts; return the ids inserted, the number of duplicates and the rows.
 
     ``record_events`` checks every fact before writing any, so when it refuses
     the batch, nothing was written and the rows can be recorded one by one to
-    find (and fail) the ones at fault.
+    find the ones at fault: those come back as new rows carrying their error.
+    The rows given are not changed, so a batch can be recorded again after a
+    rollback.
     """
     facts = [fact for row in rows for fact in row.facts]
     try:
         outcomes = record_events(session, facts).outcomes
     except Invalid:
-        outcomes = []
+        outcomes, settled = [], []
         for row in rows:
-            if not row.facts:
-                continue
-            try:
-                outcomes.extend(record_events(session, row.facts).outcomes)
-            except Invalid as exc:
-                row.error = f"{_STAGE_NOUNS[row.position.stage]} {row.position.after_id}: {exc}"
+            if row.facts:
+                try:
+                    outcomes.extend(record_events(session, row.facts).outcomes)
+                except Invalid as exc:
+                    row = replace(
+                        row, error=f"{_STAGE_NOUNS[row.position.stage]} {row.position.after_id}: {exc}"
+                    )
+            settled.append(row)
+        rows = settled
     inserted = [o.event_id for o in outcomes if o.status is RecordStatus.RECORDED]
     # A conflict is a repeat too: the stored event stands and a finding records the difference.
-    return inserted, len(outcomes) - len(inserted)
+    return inserted, len(outcomes) - len(inserted), rows
 
 
 def record_failed_attempt(session: Session, run_id: int, batch_no: int, error: str) -> BatchLine:
