@@ -121,7 +121,6 @@ ORDER BY d.player_id, d.scope
 """
 
 
-
 def find_drift(session: Session, player_id: int | None = None) -> DriftReport:
     """Compare every player's stored stats with what their events add up to.
 
