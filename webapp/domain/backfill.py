@@ -57,7 +57,14 @@ from webapp.domain.projection import (
     counted_stat_deltas,
     stat_deltas,
 )
-from webapp.domain.recording import NewEvent, RecordStatus, record_events
+from webapp.domain.recording import (
+    CheckedFacts,
+    NewEvent,
+    RecordStatus,
+    check_facts,
+    record_checked,
+    record_events,
+)
 from webapp.domain.results import (
     PLAYED_STATUSES,
     TeamRoster,
@@ -489,7 +496,7 @@ class BatchLine:
 
 @dataclass(frozen=True)
 class PreparedBatch:
-    """A batch read from the source and its events derived, not yet recorded.
+    """A batch read from the source, its events derived and checked on their own, not yet recorded.
 
     Preparing only reads, so it may happen on another connection, and ahead of
     the transaction that records it (see ``webapp.jobs.backfill``).
@@ -497,6 +504,8 @@ class PreparedBatch:
 
     records: list[tuple[Position, Any]]
     rows: list[_RowFacts]
+    # The facts of ``rows``, in order, as ``check_facts`` accepted them.
+    checked: CheckedFacts
     started_at: datetime
 
     @property
@@ -513,7 +522,8 @@ def prepare_batch(
     records = _read_batch(session, scope, position, batch_size)
     if not records:
         return None
-    return PreparedBatch(records, _derive(session, records, run_id).rows, started_at)
+    rows, checked = _checked(_derive(session, records, run_id).rows)
+    return PreparedBatch(records, rows, checked, started_at)
 
 
 def record_batch(session: Session, run_id: int, batch_no: int, prepared: PreparedBatch) -> BatchLine:
@@ -525,7 +535,11 @@ def record_batch(session: Session, run_id: int, batch_no: int, prepared: Prepare
     again after such a rollback.
     """
     records = prepared.records
-    inserted_ids, duplicates, rows = _record(session, _without_resolved(session, records, prepared.rows))
+    rows = _without_resolved(session, records, prepared.rows)
+    checked = prepared.checked
+    if rows is not prepared.rows:
+        checked = checked.subset([fact for row in rows for fact in row.facts])
+    inserted_ids, duplicates, rows = _record(session, rows, checked)
     failures = [row.error for row in rows if row.error]
     counts = BatchCounts(
         rows_read=len(records),
@@ -569,18 +583,43 @@ def process_batch(
     return None if prepared is None else record_batch(session, run_id, batch_no, prepared)
 
 
-def _record(session: Session, rows: list[_RowFacts]) -> tuple[list[int], int, list[_RowFacts]]:
-    """Record the rows' facts; return the ids inserted, the number of duplicates and the rows.
+def _checked(rows: list[_RowFacts]) -> tuple[list[_RowFacts], CheckedFacts]:
+    """Check the rows' facts on their own (``check_facts``); return the rows and the facts accepted.
 
-    ``record_events`` checks every fact before writing any, so when it refuses
-    the batch, nothing was written and the rows can be recorded one by one to
-    find the ones at fault: those come back as new rows carrying their error.
-    The rows given are not changed, so a batch can be recorded again after a
-    rollback.
+    A row with a fact refused comes back as a new row carrying the error, and
+    none of its facts are kept: as when recording refuses it (``_record``).
     """
-    facts = [fact for row in rows for fact in row.facts]
     try:
-        outcomes = record_events(session, facts).outcomes
+        return rows, check_facts([fact for row in rows for fact in row.facts])
+    except Invalid:
+        settled = []
+        for row in rows:
+            if row.facts:
+                try:
+                    check_facts(row.facts)
+                except Invalid as exc:
+                    row = replace(row, facts=[], error=_refused(row, exc))
+            settled.append(row)
+        return settled, check_facts([fact for row in settled for fact in row.facts])
+
+
+def _refused(row: _RowFacts, exc: Invalid) -> str:
+    return f"{_STAGE_NOUNS[row.position.stage]} {row.position.after_id}: {exc}"
+
+
+def _record(
+    session: Session, rows: list[_RowFacts], checked: CheckedFacts
+) -> tuple[list[int], int, list[_RowFacts]]:
+    """Record the rows' facts (``checked``); return the ids inserted, the number of duplicates and the rows.
+
+    ``record_checked`` checks every fact against the database before writing
+    any, so when it refuses the batch, nothing was written and the rows can be
+    recorded one by one to find the ones at fault: those come back as new rows
+    carrying their error. The rows given are not changed, so a batch can be
+    recorded again after a rollback.
+    """
+    try:
+        outcomes = record_checked(session, checked).outcomes
     except Invalid:
         outcomes, settled = [], []
         for row in rows:
@@ -588,9 +627,7 @@ def _record(session: Session, rows: list[_RowFacts]) -> tuple[list[int], int, li
                 try:
                     outcomes.extend(record_events(session, row.facts).outcomes)
                 except Invalid as exc:
-                    row = replace(
-                        row, error=f"{_STAGE_NOUNS[row.position.stage]} {row.position.after_id}: {exc}"
-                    )
+                    row = replace(row, error=_refused(row, exc))
             settled.append(row)
         rows = settled
     inserted = [o.event_id for o in outcomes if o.status is RecordStatus.RECORDED]
@@ -699,7 +736,8 @@ def _preview(
     has_events: dict[str, bool] = {}
     while records := _read_batch(session, scope, position, batch_size):
         derived = _derive(session, records, None)
-        rows = _without_resolved(session, records, derived.rows)
+        # Refused facts fail their rows, as they would in a run.
+        rows = _checked(_without_resolved(session, records, derived.rows))[0]
         private = {t.id: t.is_private for t in derived.tournaments.values()}
         facts = 0
         first_by_key: dict[tuple, NewEvent] = {}

@@ -129,22 +129,71 @@ def record_event(session: Session, fact: NewEvent) -> RecordOutcome:
     return record_events(session, [fact]).outcomes[0]
 
 
+class CheckedFacts(NamedTuple):
+    """Facts checked on their own (``check_facts``), ready to be recorded.
+
+    Never changed once made: recording replaces a row it must change, so the
+    same checked facts can be recorded again after a rollback. A named tuple,
+    as cheap to make as the single live result it most often holds.
+    """
+
+    facts: Sequence[NewEvent]
+    rows: Sequence[Mapping[str, Any]]
+    keys: Sequence[EventKey]
+
+    def subset(self, facts: Sequence[NewEvent]) -> CheckedFacts:
+        """These checked facts narrowed to ``facts``: some of them, in the same order."""
+        if len(facts) == len(self.facts):
+            return self
+        wanted = {id(fact) for fact in facts}
+        chosen = [i for i, fact in enumerate(self.facts) if id(fact) in wanted]
+        if len(chosen) != len(facts):
+            raise ValueError("the facts are not a selection of the checked facts")
+        return CheckedFacts(
+            [self.facts[i] for i in chosen], [self.rows[i] for i in chosen], [self.keys[i] for i in chosen]
+        )
+
+
+def check_facts(facts: Sequence[NewEvent]) -> CheckedFacts:
+    """Check each fact on its own: its fields, origin and metadata (normalised).
+
+    Needs no database, so a batch can be checked ahead of the transaction that
+    records it. What needs the database (that the players, tournaments and team
+    memberships exist, what a reversal undoes) is checked when it is recorded.
+
+    :raise Invalid: naming the first fact refused.
+    """
+    rows = [_validated_row(fact) for fact in facts]
+    return CheckedFacts(facts, rows, [_row_key(row) for row in rows])
+
+
 def record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
     """Record many facts in the caller's transaction and say which were new.
 
     :raise Invalid: if any fact is invalid; then nothing is written.
     """
     started = perf_counter()
-    outcome = _record_events(session, facts)
+    return _recorded(session, check_facts(facts), started)
+
+
+def record_checked(session: Session, checked: CheckedFacts) -> BatchOutcome:
+    """Record facts checked beforehand by ``check_facts``; otherwise as ``record_events``."""
+    return _recorded(session, checked, perf_counter())
+
+
+def _recorded(session: Session, checked: CheckedFacts, started: float) -> BatchOutcome:
+    outcome = _record_checked(session, checked)
     # Not reported when recording raised, as with ``observed``.
     observability.notify(
-        RECORD_EVENTS, perf_counter() - started, {"session": session, "facts": facts, "outcome": outcome}
+        RECORD_EVENTS,
+        perf_counter() - started,
+        {"session": session, "facts": checked.facts, "outcome": outcome},
     )
     return outcome
 
 
-def _record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
-    if not facts:
+def _record_checked(session: Session, checked: CheckedFacts) -> BatchOutcome:
+    if not checked.rows:
         return BatchOutcome([])
     if session.autoflush:
         # The checks below read through the session's connection, which does not
@@ -152,13 +201,9 @@ def _record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
         session.flush()
     connection = session.connection()
     now = utcnow()
-    rows = [_validated_row(fact, now) for fact in facts]
-    keys = [_row_key(row) for row in rows]
-    # One row per key goes to the database; later repeats inside the batch are
-    # compared with it like any other repeat.
-    first_by_key: dict[EventKey, dict[str, Any]] = {}
-    for key, row in zip(keys, rows, strict=True):
-        first_by_key.setdefault(key, row)
+    # The checks replace a row they complete (a reversal's team, a private
+    # tournament's privacy) rather than change it: ``checked`` stays as it was.
+    rows, keys = list(checked.rows), checked.keys
     try:
         _check_derived_fields(session, rows)
     except Invalid:
@@ -166,10 +211,10 @@ def _record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
         _check_references(connection, rows, keys, now)
         raise
     inserted: dict[EventKey, int] = {}
-    if len(first_by_key) <= _FEW_ROWS:
+    if len(rows) <= _FEW_ROWS or len(set(keys)) <= _FEW_ROWS:
         # A live result: its insert checks the references itself (see _insert_few).
         inserted = _insert_few(
-            connection, [row for _key, row in sorted(first_by_key.items(), key=itemgetter(0))], now
+            connection, [row for _key, row in sorted(_first_by_key(keys, rows).items(), key=itemgetter(0))], now
         )
         if len(inserted) == len(rows):
             return BatchOutcome([RecordOutcome(key, RecordStatus.RECORDED, inserted[key]) for key in keys])
@@ -177,6 +222,7 @@ def _record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
     # an unknown reference (refused here, with nothing inserted), a repeat or
     # an archived fact.
     archived = _check_references(connection, rows, keys, now)
+    first_by_key = _first_by_key(keys, rows)
     inserted.update(
         _insert_and_count(
             connection,
@@ -217,7 +263,7 @@ def _record_events(session: Session, facts: Sequence[NewEvent]) -> BatchOutcome:
     return BatchOutcome(outcomes)
 
 
-def _validated_row(fact: NewEvent, now: datetime) -> dict[str, Any]:
+def _validated_row(fact: NewEvent) -> dict[str, Any]:
     (player_id, event_type, occurred_at, source_model, source_id, origin, origin_id, team_id,
      tournament_id, is_private, metadata, reverses_event_id) = fact
     kind = lookup_event_type(event_type)
@@ -240,7 +286,6 @@ def _validated_row(fact: NewEvent, now: datetime) -> dict[str, Any]:
         "player_id": player_id,
         "event_type": event_type,
         "occurred_at": occurred_at,
-        "recorded_at": now,
         "source_model": source_model,
         "source_id": source_id,
         "origin": origin,
@@ -253,6 +298,14 @@ def _validated_row(fact: NewEvent, now: datetime) -> dict[str, Any]:
     }
 
 
+def _first_by_key(keys: Sequence[EventKey], rows: Sequence[Mapping[str, Any]]) -> dict[EventKey, Mapping[str, Any]]:
+    """The first row of each key: the one written; later repeats in the call are compared with it."""
+    first_by_key: dict[EventKey, Mapping[str, Any]] = {}
+    for key, row in zip(keys, rows, strict=True):
+        first_by_key.setdefault(key, row)
+    return first_by_key
+
+
 def _where(fact: NewEvent) -> str:
     return f"{fact.event_type} for player {fact.player_id}"
 
@@ -263,9 +316,11 @@ def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
 
 
 def _check_references(
-    connection: Connection, rows: list[dict[str, Any]], keys: list[EventKey], now: datetime
+    connection: Connection, rows: list[Mapping[str, Any]], keys: Sequence[EventKey], now: datetime
 ) -> dict[EventKey, int]:
     """Check every referenced player and tournament exists; derive privacy from the tournament.
+
+    A row that becomes private is replaced in ``rows`` by a private copy.
 
     Return the archived event id of each row whose fact is already in cold
     storage. Archival takes only events older than YOUNGEST_ARCHIVABLE, so
@@ -288,17 +343,25 @@ def _check_references(
     missing = [tid for tid in tournament_ids if tid not in private]
     if missing:
         raise Invalid(f"unknown tournament id(s): {', '.join(map(str, missing[:10]))}")
-    for row in rows:
+    for i, row in enumerate(rows):
         # A reversal keeps its original's privacy (_check_reversals), so that
         # its deltas cancel the original's exactly.
-        if row["tournament_id"] is not None and private[row["tournament_id"]] and row["reverses_event_id"] is None:
-            row["is_private"] = True
+        tournament_id = row["tournament_id"]
+        if (tournament_id is not None and private[tournament_id] and not row["is_private"]
+                and row["reverses_event_id"] is None):
+            rows[i] = {**row, "is_private": True}
     return archived
 
 
-def _check_derived_fields(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Check reversals and team events, and take a reversal's team, tournament and privacy from its original."""
-    _check_reversals(session, [row for row in rows if row["reverses_event_id"] is not None])
+def _check_derived_fields(session: Session, rows: list[Mapping[str, Any]]) -> None:
+    """Check reversals and team events.
+
+    A reversal's row is replaced in ``rows`` by a copy with its original's
+    team, tournament and privacy.
+    """
+    reversals = [i for i, row in enumerate(rows) if row["reverses_event_id"] is not None]
+    if reversals:
+        _check_reversals(session, rows, reversals)
     _check_team_membership(session, [row for row in rows if row["team_id"] is not None])
 
 
@@ -381,15 +444,15 @@ def _listed_references(mark: str, players: int, tournaments: int, keys: int) -> 
     return sql
 
 
-def _check_reversals(session: Session, rows: list[dict[str, Any]]) -> None:
-    """A reversal undoes one stored event of its original type for the same player.
+def _check_reversals(session: Session, rows: list[Mapping[str, Any]], reversals: list[int]) -> None:
+    """Each reversal (``rows[i]``, ``i`` in ``reversals``) undoes one stored event.
+
+    The event must be of the reversal's original type and the same player's.
 
     It takes team, tournament and privacy from the original so that its deltas
-    cancel the original's exactly.
+    cancel the original's exactly: its row is replaced by a copy with them.
     """
-    if not rows:
-        return
-    ids = sorted({row["reverses_event_id"] for row in rows})
+    ids = sorted({rows[i]["reverses_event_id"] for i in reversals})
     originals: dict[int, ActivityEvent] = {}
     for chunk in _chunks(ids):
         originals.update(
@@ -404,7 +467,8 @@ def _check_reversals(session: Session, rows: list[dict[str, Any]]) -> None:
             )
         ):
             already_reversed[original_id] = reversal_id
-    for row in rows:
+    for i in reversals:
+        row = rows[i]
         original = originals.get(row["reverses_event_id"])
         where = f"{row['event_type']} for player {row['player_id']}"
         if original is None:
@@ -421,12 +485,15 @@ def _check_reversals(session: Session, rows: list[dict[str, Any]]) -> None:
             if existing is None or _event_key(existing) != reversal_key:
                 raise Invalid(f"{where}: event {original.id} was already reversed by event "
                               f"{already_reversed[original.id]}")
-        row["team_id"] = original.team_id
-        row["tournament_id"] = original.tournament_id
-        row["is_private"] = original.is_private
+        rows[i] = {
+            **row,
+            "team_id": original.team_id,
+            "tournament_id": original.tournament_id,
+            "is_private": original.is_private,
+        }
 
 
-def _check_team_membership(session: Session, rows: list[dict[str, Any]]) -> None:
+def _check_team_membership(session: Session, rows: list[Mapping[str, Any]]) -> None:
     if not rows:
         return
     pairs = sorted({(row["team_id"], row["player_id"]) for row in rows})
@@ -447,7 +514,7 @@ def _check_team_membership(session: Session, rows: list[dict[str, Any]]) -> None
             )
 
 
-def _insert_and_count(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
+def _insert_and_count(connection: Connection, rows: list[Mapping[str, Any]], now: datetime) -> dict[EventKey, int]:
     """Insert rows whose key is not stored yet and add the stat deltas of those inserted.
 
     Return the keys and ids of the rows inserted.
@@ -460,7 +527,7 @@ def _insert_and_count(connection: Connection, rows: list[dict[str, Any]], now: d
 
 
 def _add_deltas_of_inserted(
-    connection: Connection, rows: list[dict[str, Any]], inserted: Mapping[EventKey, int]
+    connection: Connection, rows: list[Mapping[str, Any]], inserted: Mapping[EventKey, int]
 ) -> None:
     """Add the stat deltas of the rows whose key was inserted."""
     add_stat_rows(
@@ -475,7 +542,7 @@ def _add_deltas_of_inserted(
     )
 
 
-def _insert_few(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
+def _insert_few(connection: Connection, rows: list[Mapping[str, Any]], now: datetime) -> dict[EventKey, int]:
     """Insert a few rows (sorted by key) with their stats, if every player and tournament they name exists.
 
     A live result is one or two events, for which looking the references up
@@ -487,8 +554,7 @@ def _insert_few(connection: Connection, rows: list[dict[str, Any]], now: datetim
     statement on PostgreSQL (a data-modifying CTE: one round trip), by a
     second one on SQLite.
 
-    Return the keys and ids of the rows inserted; their ``is_private`` is set
-    to what was stored.
+    Return the keys and ids of the rows inserted.
     """
     dialect = connection.dialect
     youngest = now - YOUNGEST_ARCHIVABLE
@@ -498,7 +564,8 @@ def _insert_few(connection: Connection, rows: list[dict[str, Any]], now: datetim
         (*row_values, row["tournament_id"] if row["reverses_event_id"] is None else None)
         for row, row_values in zip(rows, _event_values(dialect)(rows, now), strict=True)
     ]
-    by_key = {_row_key(row): row for row in rows}
+    # Copies: the stored privacy is set on them for the stats, not on the caller's rows.
+    by_key = {_row_key(row): dict(row) for row in rows}
     if dialect.name == "postgresql":
         deltas = [
             (row["player_id"], row["event_type"], row["source_model"], row["source_id"], *scope_and_vector)
@@ -518,7 +585,7 @@ def _insert_few(connection: Connection, rows: list[dict[str, Any]], now: datetim
         inserted[key] = event_id
         by_key[key]["is_private"] = bool(is_private)
     if dialect.name != "postgresql" and inserted:
-        _add_deltas_of_inserted(connection, rows, inserted)
+        _add_deltas_of_inserted(connection, list(by_key.values()), inserted)
     return inserted
 
 
@@ -603,11 +670,11 @@ _SQLITE_ROWS_PER_INSERT = 500
 # psycopg more than the statement itself.
 _FEW_ROWS = 8
 
-_EventInsert = Callable[[Connection, list[dict[str, Any]], datetime], dict[EventKey, int]]
+_EventInsert = Callable[[Connection, list[Mapping[str, Any]], datetime], dict[EventKey, int]]
 
 
 @lru_cache(maxsize=8)
-def _event_values(dialect: Dialect) -> Callable[[list[dict[str, Any]], datetime], list[tuple]]:
+def _event_values(dialect: Dialect) -> Callable[[list[Mapping[str, Any]], datetime], list[tuple]]:
     """Build the conversion of event rows to driver values in ``_INSERT_COLUMNS`` order.
 
     Values go through the columns' own bind processors (or, for SQLite times, a
@@ -626,7 +693,7 @@ def _event_values(dialect: Dialect) -> Callable[[list[dict[str, Any]], datetime]
         occurred, recorded = quicker_sqlite_time(occurred), quicker_sqlite_time(recorded)
     private, metadata = processors["is_private"], processors["metadata"]
 
-    def values(rows: list[dict[str, Any]], now: datetime) -> list[tuple]:
+    def values(rows: list[Mapping[str, Any]], now: datetime) -> list[tuple]:
         at = recorded(now)
         return [
             (
@@ -674,7 +741,7 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
             + _ON_CONFLICT_RETURNING
         )
 
-        def insert(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
+        def insert(connection: Connection, rows: list[Mapping[str, Any]], now: datetime) -> dict[EventKey, int]:
             given = values(rows, now)
             result = run_on_driver(
                 connection, sql, {f"c{i}": list(column) for i, column in enumerate(zip(*given))}
@@ -686,7 +753,7 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
         raise RuntimeError(f"unsupported database dialect {dialect.name!r}")
     statement = listed("?")
 
-    def insert(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[EventKey, int]:
+    def insert(connection: Connection, rows: list[Mapping[str, Any]], now: datetime) -> dict[EventKey, int]:
         inserted: dict[EventKey, int] = {}
         for chunk in _chunks(values(rows, now), _SQLITE_ROWS_PER_INSERT):
             flat = tuple(chain.from_iterable(chunk))

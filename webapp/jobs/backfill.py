@@ -69,9 +69,10 @@ def backfill_procedure(session: Session, context) -> dict[str, Any]:
 
 
 class _BatchReader:
-    """Reads and derives batches on a connection of its own; on a server database, one batch ahead.
+    """Prepares batches on a connection of its own; on a server database, one batch ahead.
 
-    Preparing a batch only reads the platform's records. On PostgreSQL it runs
+    Preparing a batch (reading the platform's records, deriving their events
+    and checking each fact on its own) writes nothing. On PostgreSQL it runs
     on a thread while the previous batch is written, in the time the writer
     waits on the server. On SQLite the writer's work is all in this process,
     and a second thread only takes turns with it at the interpreter lock
