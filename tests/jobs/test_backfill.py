@@ -878,3 +878,35 @@ def test_backfilling_again_after_archival_creates_nothing(session, history, tmp_
     assert event_count(session) == hot_after_archival
     assert stored_stats(session) == stats
     assert find_drift(session).drifts == []
+
+
+def test_a_rollback_is_refused_while_some_of_the_runs_events_are_archived_until_they_are_restored(
+    session, history, tmp_path
+):
+    before = stored_stats(session)
+    run = run_backfill(session)
+    cold = str(tmp_path / "cold")
+    with unit_of_work(session):
+        archive_id = archive.start_archive(session, SYSTEM, now=utcnow(), after_days=1, url=cold).id
+    assert execute_run(session, archive_id).status == "succeeded"
+    session.rollback()
+    hot = event_count(session, origin="backfill")
+    assert hot < run.result["events_inserted"]
+    stats = stored_stats(session)
+
+    with pytest.raises(Conflict, match=r"\d+ of its events are in cold storage \(archive file \d+"):
+        roll_back(session, run.id)
+    assert event_count(session, origin="backfill") == hot
+    assert stored_stats(session) == stats
+    assert backfill.rollbacks_of(session, run.id) == []
+    session.rollback()
+
+    with unit_of_work(session):
+        for archived in archive.list_files(session):
+            archive.restore_archive(session, archive.ArchiveStorage(cold), archived.id)
+    rollback = roll_back(session, run.id)
+    assert rollback.status == "succeeded", rollback.error
+    assert rollback.result["events_deleted"] == run.result["events_inserted"]
+    assert event_count(session, origin="backfill") == 0
+    assert stored_stats(session) == before
+    assert_stats_exact(session)

@@ -34,6 +34,7 @@ CLI own the transactions.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter, defaultdict, namedtuple
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -1344,8 +1345,9 @@ def plan_rollback(
     """Check a run can be rolled back and count what it would delete.
 
     :raise Conflict: while the run is active, while another backfill or
-        rollback is active, or when any of its events was reversed after a
-        dispute or is the subject of a data-quality finding.
+        rollback is active, when any of its events was reversed after a
+        dispute or is the subject of a data-quality finding, or while any of
+        its events is in cold storage.
     """
     run = _backfill_run(session, run_id)
     if not run.is_finished:
@@ -1363,6 +1365,7 @@ def plan_rollback(
         events.c.id.between(ranges[0][0], ranges[-1][1]),
     )
     _refuse_if_referenced(session, run_id, of_run)
+    _refuse_if_archived(session, run_id, ranges)
     by_type = dict(
         session.execute(
             select(events.c.event_type, func.count()).where(of_run).group_by(events.c.event_type)
@@ -1409,6 +1412,33 @@ def _refuse_if_referenced(session: Session, run_id: int, of_run: ColumnElement[b
             f"backfill run {run_id} cannot be rolled back: a later report of the same facts "
             f"disagreed with some of its events ({listed}), and deleting them would erase what "
             "those findings refer to; "
+            "nothing was deleted"
+        )
+
+
+def _refuse_if_archived(session: Session, run_id: int, ranges: list[tuple[int, int]]) -> None:
+    """Refuse while events of the run's batches are in cold storage.
+
+    A rollback deletes from the hot table only: an archived event would stay
+    counted in the archived totals and keep its key, and the run would look
+    rolled back while part of it still counts.
+    """
+    keys = ArchivedEventKey.__table__
+    starts = [first for first, _last in ranges]
+    archived, files = 0, set()
+    for event_id, file_id in session.execute(
+        select(keys.c.event_id, keys.c.file_id).where(keys.c.event_id.between(ranges[0][0], ranges[-1][1]))
+    ):
+        batch = bisect_right(starts, event_id) - 1
+        if batch >= 0 and event_id <= ranges[batch][1]:
+            archived += 1
+            files.add(file_id)
+    if archived:
+        listed = ", ".join(map(str, sorted(files)[:10])) + (", ..." if len(files) > 10 else "")
+        raise Conflict(
+            f"backfill run {run_id} cannot be rolled back: {archived} of its events are in cold "
+            f"storage (archive file {listed}), and a rollback deletes only events in the hot table. "
+            "Restore those files (flask archive restore FILE_ID), then roll the run back; "
             "nothing was deleted"
         )
 
