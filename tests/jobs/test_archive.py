@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from webapp.domain import archive
+from webapp.domain import archive, operations
 from webapp.domain.archive import ArchiveStorage, ArchiveVerificationFailed
 from webapp.domain.audit import SYSTEM
+from webapp.domain.backfill import Safeguards
+from webapp.domain.errors import Conflict
 from webapp.domain.projection import expected_stats
 from webapp.domain.reconciliation import find_drift
 from webapp.domain.recording import NewEvent, RecordStatus, record_event, record_events
@@ -304,6 +306,31 @@ def test_a_run_that_cannot_write_its_files_fails_with_its_error_and_deletes_noth
     assert set(hot_rows(session)) == set(history.events)
     assert files(session) == [] and archived_total(session) == 0
     assert_stats_exact(session, before)
+
+
+def test_a_failed_run_is_not_resumed_while_another_archive_run_is_queued(
+    session, history, tmp_path, archive_url
+):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the archive folder should be")
+    failed = archive_now(session, str(blocker / "archive"))
+    assert failed.status == "failed"
+    with unit_of_work(session):
+        queued = archive.start_archive(
+            session, SYSTEM, now=NOW, after_days=AFTER_DAYS, url=archive_url
+        ).id
+
+    with pytest.raises(Conflict, match=f"archive run {queued} is queued"):
+        with unit_of_work(session):
+            operations.resume_job(session, SYSTEM, failed.id, safeguards=Safeguards(now=NOW))
+
+    session.rollback()
+    assert session.get(JobRun, failed.id).status == "failed"
+    assert execute_run(session, queued).status == "succeeded"
+    blocker.unlink()
+    with unit_of_work(session):
+        operations.resume_job(session, SYSTEM, failed.id, safeguards=Safeguards(now=NOW))
+    assert execute_run(session, failed.id).status == "succeeded"
 
 
 # Restoring and reading back.

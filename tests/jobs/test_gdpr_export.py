@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from webapp.database import begin_snapshot
-from webapp.domain import archive, gdpr_export, gdpr_requests
+from webapp.domain import archive, gdpr_export, gdpr_requests, jobs, operations
 from webapp.domain.audit import SYSTEM, Actor
+from webapp.domain.backfill import Safeguards
 from webapp.domain.errors import Conflict, Forbidden
 from webapp.domain.export_encoding import EventEncoder
 from webapp.domain.gdpr_requests import IdentityNotVerified
@@ -247,6 +248,26 @@ def test_an_export_in_progress_is_seen_by_erasure_and_refuses_a_second_one(
     assert not gdpr_export.export_in_progress(session, alice.id)
     actions = set(session.scalars(select(AuditEntry.action)))
     assert {"gdpr.export.start", "job.gdpr_export.queue"} <= actions
+
+
+def test_a_cancelled_export_is_not_resumed_while_another_export_of_the_player_is_queued(
+    session, privacy, make_player, storage_url
+):
+    alice = make_player("alice")
+    request_id = open_request(session, privacy, alice)
+    cancelled = start(session, privacy, request_id, storage_url)
+    with unit_of_work(session):
+        jobs.request_cancel(session, privacy, cancelled.job_run_id)
+    start(session, privacy, request_id, storage_url)
+
+    with pytest.raises(Conflict, match=f"an export of player {alice.id} is already queued"):
+        with unit_of_work(session):
+            operations.resume_job(
+                session, privacy, cancelled.job_run_id, safeguards=Safeguards(now=NOW)
+            )
+
+    session.rollback()
+    assert session.get(JobRun, cancelled.job_run_id).status == "cancelled"
 
 
 def test_a_crash_mid_export_fails_the_run_and_offers_no_file(

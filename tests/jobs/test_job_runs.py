@@ -9,12 +9,14 @@ import pytest
 from sqlalchemy import text
 
 from tests.domain.test_recording import won
-from webapp.domain import jobs
+from webapp.domain import backfill, jobs, operations
 from webapp.domain.audit import SYSTEM
+from webapp.domain.backfill import BackfillScope, Safeguards
 from webapp.domain.errors import Conflict
 from webapp.domain.recording import record_event
 from webapp.jobs.queue import enqueue_run, start_in_process_consumer
 from webapp.jobs.runner import execute_run
+from webapp.models.audit import AuditEntry
 from webapp.models.base import utcnow
 from webapp.models.jobs import JobRun
 from webapp.transaction import unit_of_work
@@ -134,3 +136,71 @@ def test_progress_reports_share_rate_and_time_left(session):
     assert progress.percent == pytest.approx(25.0)
     assert progress.rate_per_second == pytest.approx(25.0, rel=0.2)
     assert progress.seconds_left == pytest.approx(30.0, rel=0.2)
+
+
+# Resuming applies the rules that keep some runs from starting beside others.
+
+
+QUIET = Safeguards(now=utcnow(), peak_window="off")
+
+
+def queue_fix(session) -> int:
+    with unit_of_work(session):
+        return operations.queue_reconciliation(session, SYSTEM, fix=True, batch_size=500).id
+
+
+def resume_actions(session) -> int:
+    session.rollback()
+    return session.query(AuditEntry).filter(AuditEntry.action == "job.reconcile.resume").count()
+
+
+def test_a_failed_fix_is_not_resumed_while_another_fix_is_queued(session):
+    first = queue_fix(session)
+    with unit_of_work(session):
+        jobs.start_run(session, first, "gone-host:1")
+        jobs.fail_stale_runs(session, timedelta(minutes=5), now=utcnow() + timedelta(minutes=10))
+    second = queue_fix(session)
+
+    with pytest.raises(Conflict, match=f"reconciliation run {second} is already queued and fixes"):
+        with unit_of_work(session):
+            operations.resume_job(session, SYSTEM, first, safeguards=QUIET)
+
+    session.rollback()
+    assert session.get(JobRun, first).status == "failed"
+    assert resume_actions(session) == 0
+
+    assert execute_run(session, second).status == "succeeded"
+    with unit_of_work(session):
+        operations.resume_job(session, SYSTEM, first, safeguards=QUIET)
+    assert execute_run(session, first).status == "succeeded"
+
+
+def test_a_check_is_resumed_beside_a_queued_fix(session):
+    check = queue(session, fix=False, batch_size=500)
+    with unit_of_work(session):
+        jobs.request_cancel(session, SYSTEM, check)
+    queue_fix(session)
+
+    with unit_of_work(session):
+        operations.resume_job(session, SYSTEM, check, safeguards=QUIET)
+
+    session.rollback()
+    assert session.get(JobRun, check).status == "queued"
+
+
+def test_a_cancelled_rollback_is_not_resumed_while_a_backfill_is_queued(session):
+    with unit_of_work(session):
+        backfilled = backfill.start_backfill(session, SYSTEM, BackfillScope(), safeguards=QUIET).id
+    assert execute_run(session, backfilled).status == "succeeded"
+    with unit_of_work(session):
+        rollback = backfill.start_rollback(session, SYSTEM, backfilled).id
+        jobs.request_cancel(session, SYSTEM, rollback)
+    with unit_of_work(session):
+        later = backfill.start_backfill(session, SYSTEM, BackfillScope(), safeguards=QUIET).id
+
+    with pytest.raises(Conflict, match=f"backfill run {later} is queued"):
+        with unit_of_work(session):
+            operations.resume_job(session, SYSTEM, rollback, safeguards=QUIET)
+
+    session.rollback()
+    assert session.get(JobRun, rollback).status == "cancelled"

@@ -463,6 +463,24 @@ def test_resuming_needs_the_csrf_token_and_queues_the_run_again(
     assert queue.pending_count() == 1
 
 
+def test_a_failed_fix_is_not_resumed_while_another_fix_is_queued(client, session, sign_in, queue):
+    sign_in("engineer")
+    csrf = token(client, RECONCILIATION)
+    first = started_run_id(client.post(RECONCILE, data={"csrf_token": csrf, "mode": "fix"}))
+    with unit_of_work(fresh(session)):
+        jobs.fail_run(session, first, "worker stopped")
+    second = started_run_id(client.post(RECONCILE, data={"csrf_token": csrf, "mode": "fix"}))
+    queue.flush()
+
+    refused = client.post(run_url(first, "/resume"),
+                          data={"csrf_token": token(client, run_url(first))}, follow_redirects=True)
+
+    assert "Nothing was done" in refused.text
+    assert f"reconciliation run {second} is already queued" in refused.text
+    assert fresh(session).get(JobRun, first).status == "failed" and queue.pending_count() == 0
+    assert "job.reconcile.resume" not in audit_actions(session)
+
+
 def test_rolling_back_needs_the_csrf_token_and_the_number_of_events(client, session, sign_in, queue, history):
     admin = sign_in("admin")
     right = expected_events(session)

@@ -65,6 +65,8 @@ HELD, REVERSAL, FINDING = "held", "reversal", "data_quality_finding"
 EXCLUSION_REASONS = (HELD, REVERSAL, FINDING)
 
 _ACTIVE = ("queued", "running")
+# The job kinds of which only one run may be queued or running at a time.
+RUN_KINDS = ("archive", "archive_restore")
 
 # (player_id, event_type, is_private, is_team): the key of archived_event_counts.
 CountKey = tuple[int, str, bool, bool]
@@ -561,10 +563,14 @@ def _chunks(values: Sequence, size: int) -> Iterator[Sequence]:
 # Runs.
 
 
-def _refuse_while_another_runs(session: Session) -> None:
+def refuse_while_another_runs(session: Session) -> None:
+    """Refuse while an archive or restore run is queued or running (starting or resuming one).
+
+    :raise Conflict: naming that run.
+    """
     busy = session.scalars(
         select(JobRun)
-        .where(JobRun.kind.in_(("archive", "archive_restore")), JobRun.status.in_(_ACTIVE))
+        .where(JobRun.kind.in_(RUN_KINDS), JobRun.status.in_(_ACTIVE))
         .order_by(JobRun.id)
     ).first()
     if busy is not None:
@@ -591,7 +597,7 @@ def start_archive(
     :raise Conflict: while another archive or restore run is queued or running.
     """
     archive_cutoff(now, after_days)
-    _refuse_while_another_runs(session)
+    refuse_while_another_runs(session)
     params = {
         "now": now.astimezone(UTC).isoformat(),
         "after_days": after_days,
@@ -608,7 +614,7 @@ def start_restore(session: Session, actor: Actor, file_id: int, *, url: str) -> 
     :raise Conflict: while another archive or restore run is queued or running.
     """
     row = _file(session, file_id)
-    _refuse_while_another_runs(session)
+    refuse_while_another_runs(session)
     return jobs.queue_run(
         session, actor, "archive_restore", {"file_id": file_id, "url": url}, total=row.event_count
     )

@@ -89,6 +89,7 @@ from webapp.domain.timeline import TimelineEvent, load_names, referenced_ids
 from webapp.models.activity import ActivityEvent
 from webapp.models.archive import ArchivedEventCount, ArchiveFile
 from webapp.models.base import utcnow
+from webapp.models.gdpr import GdprRequest
 from webapp.models.gdpr_exports import EXPORT_FILES, GdprExport, GdprExportDownload
 from webapp.models.jobs import JobRun
 from webapp.models.players import Player, Team, TeamMembership
@@ -754,6 +755,22 @@ def count_events(session: Session, player_id: int) -> int:
 # The export's lifecycle: start, complete, download.
 
 
+def refuse_unless_exportable(session: Session, request_id: int) -> GdprRequest:
+    """Return the request if an export of its player may start (or resume) now.
+
+    :raise NotFound: for an unknown request.
+    :raise IdentityNotVerified: until the requester's identity was verified.
+    :raise Conflict: for a closed request, or while an export of the player is queued or running.
+    """
+    request = gdpr_requests.get_request(session, request_id)
+    gdpr_requests.require_verified(request)
+    if request.is_closed:
+        raise Conflict(f"GDPR request {request.id} is {request.status}; nothing more is exported")
+    if export_in_progress(session, request.player_id):
+        raise Conflict(f"an export of player {request.player_id} is already queued or running")
+    return request
+
+
 def start_export(
     session: Session,
     actor: Actor,
@@ -774,12 +791,7 @@ def start_export(
     gdpr_requests.require_gdpr_staff(session, actor)
     if not isinstance(link_max_age_seconds, int) or link_max_age_seconds < 1:
         raise Invalid(f"links must live at least one second, not {link_max_age_seconds!r}")
-    request = gdpr_requests.get_request(session, request_id)
-    gdpr_requests.require_verified(request)
-    if request.is_closed:
-        raise Conflict(f"GDPR request {request.id} is {request.status}; nothing more is exported")
-    if export_in_progress(session, request.player_id):
-        raise Conflict(f"an export of player {request.player_id} is already queued or running")
+    request = refuse_unless_exportable(session, request_id)
     params = {
         "request_id": request.id,
         "player_id": request.player_id,

@@ -121,11 +121,23 @@ def request_cancel(session: Session, actor: Actor, run_id: int) -> JobRun:
     return run
 
 
-def resume_run(session: Session, actor: Actor, run_id: int) -> JobRun:
-    """Queue a failed or cancelled run again; it continues from its checkpoint."""
-    run = get_run(session, run_id)
+def require_resumable(run: JobRun) -> None:
+    """Refuse to resume a run unless it failed or was cancelled.
+
+    :raise Conflict: for a queued, running or succeeded run.
+    """
     if run.status not in ("failed", "cancelled"):
-        raise Conflict(f"job run {run_id} is {run.status}; only failed or cancelled runs can be resumed")
+        raise Conflict(f"job run {run.id} is {run.status}; only failed or cancelled runs can be resumed")
+
+
+def resume_run(session: Session, actor: Actor, run_id: int) -> JobRun:
+    """Queue a failed or cancelled run again; it continues from its checkpoint.
+
+    This checks nothing about other runs; ``operations.resume_job`` applies the
+    rules that keep some kinds from running beside others.
+    """
+    run = get_run(session, run_id)
+    require_resumable(run)
     run.status = "queued"
     run.cancel_requested = False
     run.finished_at = None
@@ -205,6 +217,7 @@ __all__ = [
     "recent_runs",
     "record_progress",
     "request_cancel",
+    "require_resumable",
     "resume_run",
     "start_run",
 ]

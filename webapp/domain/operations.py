@@ -1,8 +1,8 @@
-"""What the Operations pages read, and how they queue a reconciliation.
+"""What the Operations pages read, how they queue a reconciliation and resume a run.
 
 Job runs with who started them, reconciliation history, drift by player: reads
-only, and the caller ends the transaction. ``queue_reconciliation`` flushes
-and leaves the commit to the caller, like every domain write.
+only, and the caller ends the transaction. ``queue_reconciliation`` and
+``resume_job`` flush and leave the commit to the caller, like every domain write.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from webapp.domain import backfill
+from webapp.domain import archive, backfill, gdpr_export
 from webapp.domain.audit import Actor
 from webapp.domain.errors import Conflict, NotFound
-from webapp.domain.jobs import get_run, queue_run, resume_run
+from webapp.domain.jobs import get_run, queue_run, require_resumable, resume_run
 from webapp.domain.reconciliation import StatDrift, require_player
 from webapp.models.jobs import JobRun
 from webapp.models.players import Player
@@ -178,6 +178,20 @@ def drifted_stats(session: Session, run_id: int) -> int:
     ) or 0
 
 
+def refuse_a_second_fix(session: Session) -> None:
+    """Refuse while a reconciliation that fixes what it finds is queued or running.
+
+    :raise Conflict: naming that run. Each fix adds the drift its own snapshot
+        found, so two at once would apply the same corrections twice.
+    """
+    for run in active_runs(session, "reconcile"):
+        if (run.params or {}).get("fix"):
+            raise Conflict(
+                f"reconciliation run {run.id} is already {run.status} and fixes what it finds; two fixes at "
+                "once would apply the same corrections twice. Wait for it to end"
+            )
+
+
 def queue_reconciliation(
     session: Session,
     actor: Actor,
@@ -200,12 +214,7 @@ def queue_reconciliation(
     if player_id is not None:
         require_player(session, player_id)
     if fix:
-        for run in active_runs(session, "reconcile"):
-            if (run.params or {}).get("fix"):
-                raise Conflict(
-                    f"reconciliation run {run.id} is already {run.status} and fixes what it finds; two fixes at "
-                    "once would apply the same corrections twice. Wait for it to end"
-                )
+        refuse_a_second_fix(session)
     params: dict[str, Any] = {"fix": fix, "batch_size": batch_size}
     if player_id is not None:
         params["player_id"] = player_id
@@ -219,12 +228,31 @@ def resume_job(
 ) -> JobRun:
     """Queue a failed or cancelled run again, from its checkpoint.
 
-    A backfill resumes only under the same safeguards that let one start; every
-    other kind resumes as it is.
+    A run resumes only if one like it could start now, refused the same way:
+    a backfill under its safeguards; a reconciliation fix, an archive or
+    restore, a backfill rollback or a player's export only while no run that
+    excludes it is queued or running (two fixes at once, for one, would apply
+    the same corrections twice, and the fix does not check again as it runs).
 
     :raise BackfillRefused: if a backfill safeguard refuses now.
-    :raise Conflict: if the run cannot be resumed.
+    :raise Conflict: if the run cannot be resumed, or another run stands in its way.
+    :raise IdentityNotVerified: for an export whose request is no longer verified.
     """
-    if get_run(session, run_id).kind == "backfill":
+    run = get_run(session, run_id)
+    if run.kind == "backfill":
         return backfill.resume_backfill(session, actor, run_id, safeguards=safeguards)
+    require_resumable(run)
+    _refuse_what_would_refuse_a_start(session, run)
     return resume_run(session, actor, run_id)
+
+
+def _refuse_what_would_refuse_a_start(session: Session, run: JobRun) -> None:
+    params = run.params or {}
+    if run.kind == "reconcile" and params.get("fix"):
+        refuse_a_second_fix(session)
+    elif run.kind in archive.RUN_KINDS:
+        archive.refuse_while_another_runs(session)
+    elif run.kind == "backfill_rollback":
+        backfill.plan_rollback(session, int(params["run_id"]), rollback_run_id=run.id)
+    elif run.kind == gdpr_export.EXPORT_KIND:
+        gdpr_export.refuse_unless_exportable(session, int(params["request_id"]))
