@@ -219,3 +219,44 @@ def test_events_keep_their_ids_across_the_never_reused_ids_revision_and_back(bac
             ))
         assert ids[1:] == [40, after_delete] and len(ids) == 3
         assert index == 1
+
+
+def test_job_runs_keep_their_progress_across_the_attempts_revision_and_back(backend, fresh_database_url):
+    """On SQLite going back copies job_runs, which backfill batches reference."""
+    with app_on_fresh_database(backend, fresh_database_url) as app:
+        with app.app_context():
+            upgrade(revision="b3d9f5a07c76")
+        add_player_with_an_event(app)
+        with app.app_context(), db.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO job_runs (id, kind, params, status, cancel_requested, progress_done, "
+                    "progress_total, checkpoint, started_at, created_at) VALUES (7, 'backfill', '{}', "
+                    "'cancelled', false, 500, 1000, '{\"after_match_id\": 81234}', :now, :now)"
+                ),
+                {"now": T0},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO backfill_batches (id, run_id, batch_no, rows_read, events_inserted, "
+                    "duplicates, rejected_forfeit, rejected_no_show, failed, started_at) "
+                    "VALUES (1, 7, 1, 500, 480, 0, 0, 0, 0, :now)"
+                ),
+                {"now": T0},
+            )
+        run_row = "SELECT id, status, progress_done, progress_total FROM job_runs"
+
+        with app.app_context():
+            upgrade()
+        with app.app_context(), db.engine.connect() as conn:
+            assert conn.execute(sa.text(run_row)).all() == [(7, "cancelled", 500, 1000)]
+            assert conn.execute(
+                sa.text("SELECT attempt_started_at, attempt_done_from FROM job_runs")
+            ).all() == [(None, None)]
+
+        with app.app_context():
+            alembic_command.downgrade(migrations_config(app), "b3d9f5a07c76")
+        with app.app_context(), db.engine.connect() as conn:
+            assert conn.execute(sa.text(run_row)).all() == [(7, "cancelled", 500, 1000)]
+            assert conn.scalar(sa.text("SELECT run_id FROM backfill_batches")) == 7
+        assert event_count(app) == 1

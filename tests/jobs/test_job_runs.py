@@ -130,12 +130,55 @@ def test_progress_reports_share_rate_and_time_left(session):
     run_id = queue(session)
     with unit_of_work(session):
         run = jobs.start_run(session, run_id, "here:1")
-        run.started_at = utcnow() - timedelta(seconds=10)
+        run.started_at = run.attempt_started_at = utcnow() - timedelta(seconds=10)
         jobs.record_progress(session, run_id, done=250, total=1000)
     progress = jobs.progress_of(session.get(JobRun, run_id))
     assert progress.percent == pytest.approx(25.0)
     assert progress.rate_per_second == pytest.approx(25.0, rel=0.2)
     assert progress.seconds_left == pytest.approx(30.0, rel=0.2)
+
+
+def test_a_resumed_run_is_measured_over_its_current_attempt_only(session):
+    """A backfill stopped for the peak window, resumed 23 h later and 10 min back in at 55 %."""
+    run_id = queue(session, kind="backfill")
+    with unit_of_work(session):
+        run = jobs.start_run(session, run_id, "here:1")
+        first_start = utcnow() - timedelta(hours=23, minutes=10)
+        run.started_at = run.attempt_started_at = first_start
+        jobs.record_progress(session, run_id, done=500, total=1000)
+        jobs.cancel_run(session, run_id)
+    with unit_of_work(session):
+        jobs.resume_run(session, SYSTEM, run_id)
+    waiting = jobs.progress_of(session.get(JobRun, run_id))
+    assert (waiting.percent, waiting.rate_per_second, waiting.seconds_left) == (50.0, None, None)
+
+    with unit_of_work(session):
+        jobs.start_run(session, run_id, "here:2")
+        jobs.record_progress(session, run_id, done=550, total=1000)
+    run = session.get(JobRun, run_id)
+    progress = jobs.progress_of(run, now=run.attempt_started_at + timedelta(minutes=10))
+
+    assert progress.percent == pytest.approx(55.0)
+    assert progress.rate_per_second == pytest.approx(50 / 600)
+    assert progress.seconds_left == pytest.approx(90 * 60)
+    assert run.started_at == first_start, "the run still shows when it first started"
+
+
+def test_a_procedure_that_counts_from_zero_again_has_done_all_of_it_in_this_attempt(session):
+    run_id = queue(session, kind="import_atp")
+    with unit_of_work(session):
+        jobs.start_run(session, run_id, "here:1")
+        jobs.record_progress(session, run_id, done=5, total=10)
+        jobs.fail_run(session, run_id, "the disk filled up")
+    with unit_of_work(session):
+        jobs.resume_run(session, SYSTEM, run_id)
+        jobs.start_run(session, run_id, "here:2")
+        jobs.record_progress(session, run_id, done=2, total=10)
+    run = session.get(JobRun, run_id)
+    progress = jobs.progress_of(run, now=run.attempt_started_at + timedelta(seconds=20))
+
+    assert progress.rate_per_second == pytest.approx(0.1)
+    assert progress.seconds_left == pytest.approx(80.0)
 
 
 # Resuming applies the rules that keep some runs from starting beside others.

@@ -167,6 +167,28 @@ def test_the_backfill_gauge_shows_events_created_of_expected_with_time_left(sess
     assert figure_of(html)["data"][0]["type"] == "indicator"
 
 
+def test_the_backfill_gauge_of_a_resumed_run_measures_its_current_attempt_only(session):
+    """Stopped for the peak window, resumed 23 h later: 10 min back in, it has 1.5 h to go."""
+    now = utcnow()
+    with unit_of_work(session):
+        run = JobRun(kind="backfill", status="running",
+                     started_at=now - timedelta(hours=23, minutes=10),
+                     attempt_started_at=now - timedelta(minutes=10), attempt_done_from=500,
+                     progress_done=550, progress_total=1000, params={"expected_events": 2000})
+        session.add(run)
+        session.flush()
+        session.add(BackfillBatch(run_id=run.id, batch_no=1, events_inserted=1000,
+                                  started_at=now - timedelta(hours=23, minutes=9)))
+        session.add(BackfillBatch(run_id=run.id, batch_no=2, events_inserted=100,
+                                  started_at=now - timedelta(minutes=9)))
+
+    [gauge] = monitoring.backfill_gauges(session, now=now)
+
+    assert gauge.events_created == 1100
+    assert gauge.events_per_second == pytest.approx(100 / 600)
+    assert gauge.seconds_left == pytest.approx(90 * 60)
+
+
 def test_the_size_chart_shows_rows_bytes_and_the_archival_threshold(app, session, client, sign_in, make_player,
                                                                     monkeypatch):
     monkeypatch.setitem(app.config, "EVENT_TABLE_ALERT_BYTES", 10 * 1024**3)

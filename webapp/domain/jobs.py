@@ -3,7 +3,8 @@
 queued -> running -> succeeded | failed | cancelled; a failed or cancelled run
 can be resumed (queued again, keeping its checkpoint). A running run whose
 worker stopped sending heartbeats is failed by ``fail_stale_runs`` so that it
-can be resumed.
+can be resumed. Each time a worker starts the run is an attempt; its rate and
+time left are measured over the current attempt alone.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def start_run(session: Session, run_id: int, worker: str) -> JobRun:
     now = utcnow()
     run.status = "running"
     run.started_at = run.started_at or now
+    run.attempt_started_at = now
+    run.attempt_done_from = run.progress_done
     run.heartbeat_at = now
     run.worker = worker
     run.error = None
@@ -66,6 +69,10 @@ def record_progress(session: Session, run_id: int, *, done: int, total: int | No
                     checkpoint: dict[str, Any] | None = None) -> JobRun:
     """Store progress and the checkpoint to resume from; counts as a heartbeat."""
     run = get_run(session, run_id)
+    if run.attempt_done_from is not None and done < run.attempt_done_from:
+        # The procedure counts again from zero (an ATP import or an export starts over):
+        # all it has done, it has done in this attempt.
+        run.attempt_done_from = 0
     run.progress_done = done
     if total is not None:
         run.progress_total = total
@@ -178,7 +185,12 @@ class RunProgress:
 
 
 def progress_of(run: JobRun, now: datetime | None = None) -> RunProgress:
-    """Compute share done, rate and estimated time left from a run's stored progress."""
+    """Compute share done, rate and estimated time left from a run's stored progress.
+
+    The rate is the work done in the current (or, once ended, the last)
+    attempt over that attempt's time: a run resumed a day after it stopped
+    was not working meanwhile. A run queued again has no rate until it starts.
+    """
     now = now or utcnow()
     percent = None
     if run.progress_total:
@@ -186,10 +198,12 @@ def progress_of(run: JobRun, now: datetime | None = None) -> RunProgress:
     elif run.status == "succeeded":
         percent = 100.0
     rate = None
-    end = run.finished_at or now
-    if run.started_at and run.progress_done:
-        elapsed = (end - run.started_at).total_seconds()
-        rate = run.progress_done / elapsed if elapsed > 0 else None
+    # Runs started before attempts were recorded have only their first start.
+    began = run.attempt_started_at or run.started_at
+    done = run.progress_done - (run.attempt_done_from or 0)
+    if began and done > 0 and run.status != "queued":
+        elapsed = ((run.finished_at or now) - began).total_seconds()
+        rate = done / elapsed if elapsed > 0 else None
     seconds_left = None
     if rate and run.progress_total and run.status == "running":
         seconds_left = max(0.0, (run.progress_total - run.progress_done) / rate)

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import BigInteger, cast, func, select, text, update
+from sqlalchemy import BigInteger, case, cast, func, select, text, update
 from sqlalchemy.orm import Session
 
 from webapp.database import dialect_insert
@@ -524,19 +524,32 @@ def backfill_gauges(session: Session, *, now: datetime | None = None) -> list[Ba
     ))
     if not runs:
         return []
-    created = dict(session.execute(
-        select(BackfillBatch.run_id, func.sum(BackfillBatch.events_inserted))
-        .where(BackfillBatch.run_id.in_([run.id for run in runs]))
-        .group_by(BackfillBatch.run_id)
-    ).all())
+    # The rate counts only what the current attempt created, over the attempt's own
+    # time: a run resumed long after it stopped was not working in between.
+    began = func.coalesce(JobRun.attempt_started_at, JobRun.started_at)
+    in_this_attempt = case((BackfillBatch.started_at >= began, BackfillBatch.events_inserted), else_=0)
+    created = {
+        run_id: (int(events or 0), int(in_attempt or 0))
+        for run_id, events, in_attempt in session.execute(
+            select(
+                BackfillBatch.run_id,
+                func.sum(BackfillBatch.events_inserted),
+                func.sum(in_this_attempt),
+            )
+            .join(JobRun, JobRun.id == BackfillBatch.run_id)
+            .where(BackfillBatch.run_id.in_([run.id for run in runs]))
+            .group_by(BackfillBatch.run_id)
+        )
+    }
     gauges = []
     for run in runs:
-        events = int(created.get(run.id) or 0)
+        events, in_attempt = created.get(run.id, (0, 0))
         expected = run.params.get("expected_events") if run.params else None
         if expected is None and run.progress_total and run.progress_done:
             expected = round(events * run.progress_total / run.progress_done)
-        elapsed = (now - run.started_at).total_seconds() if run.started_at else 0
-        rate = events / elapsed if elapsed > 0 and events else None
+        attempt_began = run.attempt_started_at or run.started_at
+        elapsed = (now - attempt_began).total_seconds() if attempt_began else 0
+        rate = in_attempt / elapsed if elapsed > 0 and in_attempt else None
         left = progress_of(run, now).seconds_left
         if rate and expected is not None:
             left = max(0.0, (expected - events) / rate)

@@ -37,7 +37,13 @@ class JobRun(CreatedAtMixin, Base):
     checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
     result: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
     error: Mapped[str | None] = mapped_column(Text)
+    # When a worker first took the run up; resuming keeps it.
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the current (or last) attempt began, and how much was done before it:
+    # the rate and time left are measured from there, not across the time the
+    # run was stopped. Both are None for runs started before attempts were recorded.
+    attempt_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempt_done_from: Mapped[int | None] = mapped_column(BigInteger)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # host:pid of the worker running it, to tell a live run from an orphan.
