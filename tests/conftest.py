@@ -71,6 +71,24 @@ def require_postgres() -> None:
     pytest.skip(f"{message}; start it to run the PostgreSQL half of the suite")
 
 
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def require_redis() -> None:
+    """Skip (on a laptop) or fail (in CI) when Redis, production's queue and counter store, is not there."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+        return
+    except redis.RedisError:
+        pass
+    message = f"Redis is not reachable at {REDIS_URL}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}, and CI=true requires the Redis tests to run")
+    pytest.skip(f"{message}; start it to run the tests of the production queue")
+
+
 def _create_postgres_database(name: str) -> str:
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

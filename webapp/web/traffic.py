@@ -66,6 +66,11 @@ def init_app(app: Flask) -> None:
         return response
 
 
+def counts_every_process(app: Flask) -> bool:
+    """Say whether the request counts are shared by every process, not this process's own."""
+    return not isinstance(app.extensions[_EXTENSION], ProcessCounter)
+
+
 def _key(app: Flask, second: int) -> str:
     return f"{app.config['QUEUE_NAME']}/requests/{second}"
 
