@@ -35,6 +35,8 @@ from webapp.domain.results import TeamRoster
 from webapp.jobs.runner import execute_run
 from webapp.models import (
     ActivityEvent,
+    AuditEntry,
+    JobRun,
     Match,
     Player,
     Registration,
@@ -471,6 +473,36 @@ def test_the_cli_prints_the_report_and_refuses_a_missing_folder(runner, session,
     assert missing.exit_code == 1 and "is not a folder" in missing.output
     backwards = runner.invoke(args=["import-atp", "--data-dir", str(data_dir), "--years", "2020-2019"])
     assert backwards.exit_code == 2
+    assert count(session, JobRun) == 1, "a refused import stores no run"
+
+
+def test_the_cli_import_is_a_stored_run_that_can_be_handed_to_the_workers(runner, session, data_dir):
+    write_singles(data_dir, 2019, [singles(match_num=n, round="R32") for n in range(1, 4)])
+
+    here = runner.invoke(args=["import-atp", "--data-dir", str(data_dir), "--years", "2019"])
+
+    assert here.exit_code == 0, here.output
+    run = session.scalars(select(JobRun)).one()
+    assert (run.kind, run.status, run.progress_done, run.progress_total) == ("import_atp", "succeeded", 1, 1)
+    assert run.params == {"data_dir": str(data_dir.resolve()), "years": "2019-2019",
+                          "include_doubles": True, "chunk_size": 5_000}
+    assert run.result["inserted"]["matches"] == 3
+    assert f"import run {run.id} succeeded" in here.output and "3 match rows, 0 skipped" in here.output
+    assert session.scalars(select(AuditEntry.action).where(AuditEntry.target_id == run.id)).all() == [
+        "job.import_atp.queue"
+    ]
+    session.rollback()
+
+    queued = runner.invoke(args=["import-atp", "--data-dir", str(data_dir), "--queue"])
+    assert queued.exit_code == 0, queued.output
+    later = session.scalars(select(JobRun).order_by(JobRun.id.desc())).first()
+    assert later.status == "queued" and f"import run {later.id} queued" in queued.output
+    session.rollback()
+
+    refused = runner.invoke(args=["import-atp", "--data-dir", str(data_dir)])
+    assert refused.exit_code == 1
+    assert f"import run {later.id} is queued; wait for it to end or cancel it" in refused.output
+    assert count(session, JobRun) == 2
 
 
 def run_backfill(session):

@@ -1,4 +1,4 @@
-"""``flask import-atp``: import the ATP match files into platform records (no events)."""
+"""``flask import-atp``: import the ATP match files into platform records (no events), as a job run."""
 
 from __future__ import annotations
 
@@ -9,18 +9,19 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from webapp.cli.jobs import queue_run
 from webapp.domain.atp_import import (
     DEFAULT_CHUNK_SIZE,
     SKIP_REASONS,
     ImportReport,
-    ImportStep,
     default_data_dir,
     parse_years,
-    plan_import,
+    start_import,
 )
-from webapp.domain.errors import DomainError, Invalid
+from webapp.domain.audit import SYSTEM
+from webapp.domain.errors import Invalid
 from webapp.extensions import db
-from webapp.jobs.atp_import import run_atp_import
+from webapp.jobs.runner import execute_run
 
 RECORD_KINDS = ("players", "teams", "team_memberships", "tournaments", "registrations", "matches",
                 "tournament_results")
@@ -45,32 +46,39 @@ def _parse_years(_ctx, _param, value: str | None) -> range | None:
 @click.option("--no-doubles", is_flag=True, help="Leave out the doubles files.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK_SIZE, show_default=True,
               help="Match rows per transaction.")
+@click.option("--queue", "via_queue", is_flag=True,
+              help="Hand the run to the queue's workers instead of running it here.")
 def import_atp_command(data_dir: Path | None, years: range | None, no_doubles: bool,
-                       chunk_size: int) -> None:
+                       chunk_size: int, via_queue: bool) -> None:
     """Import ATP players, tournaments, matches and results; run the backfill for their events.
 
-    Idempotent: what is already stored is left as it is. Exit code 1 if the files are unusable.
+    The import is a job run, listed on the Jobs page, cancellable, resumable.
+    Idempotent: what is already stored is left as it is. Exit code 1 if the
+    files are unusable or the run does not succeed.
     """
     started = time.perf_counter()
-    bar = None
+    run_id = queue_run(
+        lambda session: start_import(session, SYSTEM, data_dir or default_data_dir(), years=years,
+                                     include_doubles=not no_doubles, chunk_size=chunk_size).id,
+        via_queue=via_queue,
+    )
+    if via_queue:
+        click.echo(f"import run {run_id} queued")
+        return
+    # disable=None: the bar shows on a terminal and stays quiet in logs and tests.
+    with tqdm(unit=" files", desc=f"importing (run {run_id})", disable=None) as bar:
+        def show(done: int, total: int | None) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
 
-    def show(step: ImportStep) -> None:
-        nonlocal bar
-        if bar is None:
-            # disable=None: the bar shows on a terminal and stays quiet in logs and tests.
-            bar = tqdm(total=step.files_total, unit=" files", desc="importing", disable=None)
-        bar.update(step.files_done - bar.n)
-
-    try:
-        plan = plan_import(data_dir or default_data_dir(), years=years, include_doubles=not no_doubles)
-        report = run_atp_import(db.session(), plan, chunk_size=chunk_size, during_step=show)
-    except DomainError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
-        raise SystemExit(1) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    _print_report(report, time.perf_counter() - started)
+        run = execute_run(db.session(), run_id, listeners=[show])
+    if run.status != "succeeded":
+        click.secho(f"import run {run.id} {run.status}", fg="yellow" if run.status == "cancelled" else "red")
+        if run.error:
+            click.secho(run.error, fg="red", err=True)
+        raise SystemExit(1)
+    click.echo(f"import run {run.id} succeeded")
+    _print_report(ImportReport.from_dict(run.result), time.perf_counter() - started)
 
 
 def _print_report(report: ImportReport, elapsed: float) -> None:

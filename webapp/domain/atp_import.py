@@ -76,8 +76,11 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from webapp.database import dialect_insert
-from webapp.domain.errors import Invalid
+from webapp.domain import jobs
+from webapp.domain.audit import Actor
+from webapp.domain.errors import Conflict, Invalid
 from webapp.models import (
+    JobRun,
     Match,
     Player,
     Registration,
@@ -244,6 +247,31 @@ def plan_import(data_dir: Path | str, *, years: Iterable[int] | None = None,
     return ImportPlan(data_dir, players_file, tuple((kind, path) for *_, kind, path in found))
 
 
+def start_import(session: Session, actor: Actor, data_dir: Path | str, *, years: range | None = None,
+                 include_doubles: bool = True, chunk_size: int = DEFAULT_CHUNK_SIZE) -> JobRun:
+    """Queue an import run of the files ``plan_import`` finds; the caller enqueues it after the commit.
+
+    :raise Invalid: as ``plan_import``, or for a chunk size below 1.
+    :raise Conflict: while another import is queued or running (they would
+        write the same records).
+    """
+    if chunk_size < 1:
+        raise Invalid(f"the chunk size must be at least 1, not {chunk_size}")
+    plan = plan_import(data_dir, years=years, include_doubles=include_doubles)
+    busy = session.scalars(
+        select(JobRun).where(JobRun.kind == "import_atp", JobRun.status.in_(("queued", "running")))
+    ).first()
+    if busy is not None:
+        raise Conflict(f"import run {busy.id} is {busy.status}; wait for it to end or cancel it")
+    params = {
+        "data_dir": str(plan.data_dir.resolve()),
+        "years": f"{years.start}-{years.stop - 1}" if years else None,
+        "include_doubles": include_doubles,
+        "chunk_size": chunk_size,
+    }
+    return jobs.queue_run(session, actor, "import_atp", params, total=len(plan.match_files))
+
+
 @dataclass
 class ImportReport:
     """What an import read, wrote, found already stored, and could not use (by reason)."""
@@ -270,6 +298,18 @@ class ImportReport:
     @property
     def rows_skipped(self) -> int:
         return sum(self.skipped.values())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImportReport:
+        """Read a report back from ``as_dict``'s plain data."""
+        counted = ("inserted", "existing", "updated", "skipped", "players_skipped", "scores", "tournaments")
+        return cls(
+            files_read=list(data["files_read"]),
+            players_in_file=data["players_in_file"],
+            rows_read=data["rows_read"],
+            examples={reason: list(where) for reason, where in data["examples"].items()},
+            **{name: Counter(data[name]) for name in counted},
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Return the report as plain data (a job run's result)."""
