@@ -187,6 +187,17 @@ def record_findings(session: Session, run_id: int, report: DriftReport) -> Recon
     return run
 
 
+def record_repaired(session: Session, run_id: int, players_fixed: int) -> ReconciliationRun:
+    """Store how many players a run has repaired so far, with the batch that repaired them.
+
+    So the count stays true of a run whose worker dies before it can end the run.
+    """
+    run = _run(session, run_id)
+    run.players_fixed = players_fixed
+    session.flush()
+    return run
+
+
 def finish_run(session: Session, run_id: int, players_fixed: int) -> ReconciliationRun:
     """Mark a run succeeded after repairing ``players_fixed`` players."""
     run = _run(session, run_id)
@@ -207,6 +218,23 @@ def fail_run(
     run.status = "failed"
     run.error = error
     run.players_fixed = players_fixed
+    session.flush()
+    return run
+
+
+def fail_abandoned_run(
+    session: Session, run_id: int, reason: str, finished_at: datetime | None = None
+) -> ReconciliationRun | None:
+    """Mark failed a run its worker left ``running`` (killed, out of memory); None if it had ended.
+
+    The players it repaired keep being counted: each batch stored its count as it committed.
+    """
+    run = session.get(ReconciliationRun, run_id)
+    if run is None or run.status != "running":
+        return None
+    run.finished_at = finished_at or utcnow()
+    run.status = "failed"
+    run.error = reason
     session.flush()
     return run
 

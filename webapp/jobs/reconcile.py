@@ -10,7 +10,12 @@ from sqlalchemy.orm import Session
 from webapp.domain import reconciliation
 from webapp.domain.reconciliation import DriftReport
 from webapp.jobs.alerting import check_persistent_drift, current_settings, raise_alert_now
+from webapp.jobs.runner import JobContext, failed_subject
+from webapp.models.jobs import JobRun
 from webapp.transaction import unit_of_work
+
+# The checkpoint key under which a reconcile job run names its reconciliation run.
+RECONCILIATION_RUN = "reconciliation_run_id"
 
 
 @dataclass(frozen=True)
@@ -29,11 +34,13 @@ class ReconciliationFailed(Exception):
 
 
 def run_reconciliation(
-    session: Session, *, fix: bool = False, player_id: int | None = None, batch_size: int = 500
+    session: Session, *, fix: bool = False, player_id: int | None = None, batch_size: int = 500,
+    context: JobContext | None = None,
 ) -> ReconciliationOutcome:
     """Run one reconciliation; with ``fix``, repair the drift in transactional batches.
 
     Each batch repairs ``batch_size`` players, all of a player's stats in one transaction.
+    Run as a job (``context``), it reports the players repaired with each batch.
 
     :raise NotFound: for an unknown ``player_id``; then no run is stored.
     :raise ReconciliationFailed: after the run was stored as failed.
@@ -43,6 +50,11 @@ def run_reconciliation(
         reconciliation.require_player(session, player_id)
     with unit_of_work(session):
         run_id = reconciliation.start_run(session, fix=fix, player_id=player_id).id
+        if context is not None:
+            # Committed with the run itself: a worker killed from here on leaves a job
+            # run that names the reconciliation run it must close (webapp.jobs.stale).
+            context.progress(0, checkpoint={RECONCILIATION_RUN: run_id})
+
     # Batches repaired before a failure stay committed, so a failed run still counts them.
     fixed_players: set[int] = set()
     try:
@@ -51,11 +63,15 @@ def run_reconciliation(
         # Stored before repairing, so that what was found survives a failed repair.
         with unit_of_work(session):
             reconciliation.record_findings(session, run_id, report)
-        if fix:
-            for batch in report.correction_batches(batch_size):
-                with unit_of_work(session):
-                    reconciliation.repair_drift(session, batch)
-                fixed_players.update(player for player, _scope in batch)
+        for batch in report.correction_batches(batch_size) if fix else ():
+            with unit_of_work(session):
+                reconciliation.repair_drift(session, batch)
+                repaired = fixed_players | {player for player, _scope in batch}
+                reconciliation.record_repaired(session, run_id, len(repaired))
+                if context is not None:
+                    # Also the heartbeat that keeps a long fix from looking dead.
+                    context.progress(len(repaired), total=len(report.drifted_players))
+            fixed_players = repaired
         with unit_of_work(session):
             reconciliation.finish_run(session, run_id, len(fixed_players))
     except Exception as exc:
@@ -68,12 +84,19 @@ def run_reconciliation(
                 f"{error}\n\n{traceback.format_exc()}",
                 players_fixed=len(fixed_players),
             )
-        raise_alert_now(session, "job_failed", f"reconciliation run {run_id} failed", {"error": error})
+        raise_alert_now(
+            session, "job_failed", failed_subject("reconciliation", run_id), {"error": error}
+        )
         raise ReconciliationFailed(run_id, error) from exc
     _alert_on_drift(session, run_id, report)
     if player_id is None and report.drifted_players:
         check_persistent_drift(session)
     return ReconciliationOutcome(run_id, report, len(fixed_players))
+
+
+def reconciliation_run_of(job_run: JobRun) -> int | None:
+    """Return the id of the reconciliation run a reconcile job run started, if it got that far."""
+    return (job_run.checkpoint or {}).get(RECONCILIATION_RUN)
 
 
 def _alert_on_drift(session: Session, run_id: int, report: DriftReport) -> None:
@@ -92,7 +115,7 @@ def _alert_on_drift(session: Session, run_id: int, report: DriftReport) -> None:
         )
 
 
-def reconcile_procedure(session: Session, context) -> dict:
+def reconcile_procedure(session: Session, context: JobContext) -> dict:
     """The job-queue form of a reconciliation run: from the dashboard or the nightly schedule."""
     params = context.params
     try:
@@ -101,6 +124,7 @@ def reconcile_procedure(session: Session, context) -> dict:
             fix=bool(params.get("fix")),
             player_id=params.get("player_id"),
             batch_size=int(params.get("batch_size", 500)),
+            context=context,
         )
     except ReconciliationFailed as exc:
         raise RuntimeError(f"reconciliation run {exc.run_id} failed: {exc}") from exc

@@ -36,6 +36,11 @@ class JobCancelled(Exception):
     """Staff cancelled the run; it stops at a batch boundary."""
 
 
+def failed_subject(kind: str, run_id: int) -> str:
+    """The subject of the alert that a run failed, e.g. "backfill run 12 failed"."""
+    return f"{kind} run {run_id} failed"
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -108,7 +113,7 @@ def execute_run(session: Session, run_id: int, *, worker: str | None = None,
         with unit_of_work(session):
             jobs.fail_run(session, run_id, f"{message}\n\n{traceback.format_exc()}")
         if kind != "reconcile":  # a failed reconciliation raises its own alert
-            raise_alert_now(session, "job_failed", f"{kind} run {run_id} failed", {"error": message})
+            raise_alert_now(session, "job_failed", failed_subject(kind, run_id), {"error": message})
     else:
         with unit_of_work(session):
             jobs.finish_run(session, run_id, result)

@@ -36,10 +36,11 @@ def _reconcile_schedule(value: str) -> crontab:
 
 def register_tasks(huey: Huey, app: Flask) -> Tasks:
     """Register the app's tasks on ``huey``."""
-    from webapp.domain import jobs, operations
+    from webapp.domain import operations
     from webapp.domain.audit import SYSTEM
     from webapp.domain.errors import Conflict
     from webapp.jobs.runner import execute_run
+    from webapp.jobs.stale import sweep_stale_runs as sweep
 
     @huey.task(name="run_job")
     def run_job(run_id: int) -> str:
@@ -49,10 +50,8 @@ def register_tasks(huey: Huey, app: Flask) -> Tasks:
     @huey.periodic_task(crontab(minute="*"), name="sweep_stale_runs")
     def sweep_stale_runs() -> int:
         with app.app_context():
-            session = db.session()
-            with unit_of_work(session):
-                stale = jobs.fail_stale_runs(session, timedelta(seconds=app.config["JOB_STALE_AFTER_SECONDS"]))
-            return len(stale)
+            stale_after = timedelta(seconds=app.config["JOB_STALE_AFTER_SECONDS"])
+            return len(sweep(db.session(), stale_after))
 
     @huey.periodic_task(_reconcile_schedule(app.config["RECONCILE_AT"]), name="nightly_reconciliation")
     def nightly_reconciliation() -> str:
