@@ -433,6 +433,34 @@ def test_a_running_run_is_asked_to_stop_at_its_next_batch(client, session, sign_
     assert 'data-testid="cancel-run"' not in again.text
 
 
+def test_a_running_restore_is_said_to_be_unable_to_stop_part_way(client, session, sign_in):
+    run_id = queued_run(session, "archive_restore", file_id=1, url="unused")
+    with unit_of_work(session):
+        jobs.start_run(session, run_id, "test-worker:1")
+    sign_in("engineer")
+
+    page = client.get(run_url(run_id)).text
+    assert "cannot stop part way" in page and "end of its current batch" not in page
+    response = client.post(run_url(run_id, "/cancel"), data={"csrf_token": csrf_token_from(page)},
+                           follow_redirects=True)
+
+    assert f"Run {run_id} cannot stop part way" in response.text
+    assert "requested: it cannot stop part way" in response.text
+    assert "end of its current batch" not in response.text
+
+
+def test_a_running_reconciliation_is_said_to_stop_before_its_next_repair_batch(client, session, sign_in):
+    run_id = queued_run(session, "reconcile", fix=True)
+    with unit_of_work(session):
+        jobs.start_run(session, run_id, "test-worker:1")
+    sign_in("engineer")
+
+    response = client.post(run_url(run_id, "/cancel"), data={"csrf_token": token(client, run_url(run_id))},
+                           follow_redirects=True)
+
+    assert f"Run {run_id} will stop before its next repair batch" in response.text
+
+
 def test_resuming_needs_the_csrf_token_and_queues_the_run_again(
     app, client, session, sign_in, queue, history, monkeypatch
 ):

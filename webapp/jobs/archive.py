@@ -99,9 +99,14 @@ def _commit(
 
 
 def restore_procedure(session: Session, context) -> dict[str, Any]:
-    """Restore one archive file in a single unit of work; a repeat inserts nothing."""
+    """Restore one archive file in a single unit of work; a repeat inserts nothing.
+
+    One transaction is what keeps a file wholly archived or wholly restored, so
+    there is no place to stop part way: a cancel is heeded only before it begins.
+    """
     params = context.params
     storage = archive.ArchiveStorage(params["url"])
+    context.raise_if_cancelled()
     with unit_of_work(session):
         result = archive.restore_archive(session, storage, int(params["file_id"]))
         context.progress(result.events_in_file, total=result.events_in_file)

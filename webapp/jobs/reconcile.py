@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from webapp.domain import reconciliation
 from webapp.domain.reconciliation import DriftReport
 from webapp.jobs.alerting import check_persistent_drift, current_settings, raise_alert_now
-from webapp.jobs.runner import JobContext, failed_subject
+from webapp.jobs.runner import JobCancelled, JobContext, failed_subject
 from webapp.models.jobs import JobRun
 from webapp.transaction import unit_of_work
 
@@ -40,10 +40,13 @@ def run_reconciliation(
     """Run one reconciliation; with ``fix``, repair the drift in transactional batches.
 
     Each batch repairs ``batch_size`` players, all of a player's stats in one transaction.
-    Run as a job (``context``), it reports the players repaired with each batch.
+    Run as a job (``context``), it stops when staff cancel it: before the drift
+    search, before storing what it found, and before each repair batch, so a
+    cancelled fix leaves every player either wholly repaired or as it was.
 
     :raise NotFound: for an unknown ``player_id``; then no run is stored.
     :raise ReconciliationFailed: after the run was stored as failed.
+    :raise JobCancelled: after the run was stored as failed, saying it was cancelled.
     """
     if player_id is not None:
         # Bad input is refused before anything is written, not stored as a failed run.
@@ -54,16 +57,20 @@ def run_reconciliation(
             # Committed with the run itself: a worker killed from here on leaves a job
             # run that names the reconciliation run it must close (webapp.jobs.stale).
             context.progress(0, checkpoint={RECONCILIATION_RUN: run_id})
+    stop_if_cancelled = context.raise_if_cancelled if context is not None else _never
 
     # Batches repaired before a failure stay committed, so a failed run still counts them.
     fixed_players: set[int] = set()
     try:
+        stop_if_cancelled()
         report = reconciliation.find_drift(session, player_id)
         session.rollback()  # end the read snapshot
+        stop_if_cancelled()
         # Stored before repairing, so that what was found survives a failed repair.
         with unit_of_work(session):
             reconciliation.record_findings(session, run_id, report)
         for batch in report.correction_batches(batch_size) if fix else ():
+            stop_if_cancelled()
             with unit_of_work(session):
                 reconciliation.repair_drift(session, batch)
                 repaired = fixed_players | {player for player, _scope in batch}
@@ -74,6 +81,18 @@ def run_reconciliation(
             fixed_players = repaired
         with unit_of_work(session):
             reconciliation.finish_run(session, run_id, len(fixed_players))
+    except JobCancelled:
+        session.rollback()
+        # The history has no cancelled status: the run ends failed, its error saying why.
+        with unit_of_work(session):
+            reconciliation.fail_run(
+                session,
+                run_id,
+                f"cancelled by staff (job run {context.run_id}); "
+                f"players repaired before it stopped: {len(fixed_players)}",
+                players_fixed=len(fixed_players),
+            )
+        raise
     except Exception as exc:
         session.rollback()
         error = "".join(traceback.format_exception_only(exc)).strip()
@@ -92,6 +111,10 @@ def run_reconciliation(
     if player_id is None and report.drifted_players:
         check_persistent_drift(session)
     return ReconciliationOutcome(run_id, report, len(fixed_players))
+
+
+def _never() -> None:
+    """Outside a job run nobody can cancel the reconciliation."""
 
 
 def reconciliation_run_of(job_run: JobRun) -> int | None:

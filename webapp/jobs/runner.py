@@ -36,6 +36,35 @@ class JobCancelled(Exception):
     """Staff cancelled the run; it stops at a batch boundary."""
 
 
+# What a running run of each kind does once staff cancel it, as the dashboard and
+# the CLI say it ("Run 12 will stop ..."): each procedure stops only where its
+# committed work is whole, and a restore has no such place once it writes.
+WHEN_CANCELLED = {
+    "backfill": "will stop at the end of its current batch; everything committed so far stays.",
+    "backfill_rollback": (
+        "will stop at the end of its current batch; what it deleted so far stays deleted."
+    ),
+    "import_atp": "will stop at the end of its current chunk; everything committed so far stays.",
+    "archive": "will stop before its next month; the months archived so far stay archived.",
+    "gdpr_export": "will stop at its next step and keep none of the files it wrote.",
+    "reconcile": (
+        "will stop before its next repair batch, or once its drift search (one query) "
+        "ends; players repaired so far stay repaired."
+    ),
+    "archive_restore": (
+        "cannot stop part way: a restore puts the whole file back in one transaction, "
+        "so it stops only if it has not begun writing, and otherwise runs to its end."
+    ),
+}
+
+
+def when_cancelled(kind: str) -> str:
+    """Say what a running run of ``kind`` does once cancelled, to follow "Run 12 " or "it "."""
+    return WHEN_CANCELLED.get(
+        kind, "will stop at its next checkpoint; everything committed so far stays."
+    )
+
+
 def failed_subject(kind: str, run_id: int) -> str:
     """The subject of the alert that a run failed, e.g. "backfill run 12 failed"."""
     return f"{kind} run {run_id} failed"

@@ -60,6 +60,7 @@ from webapp.domain.errors import DomainError, Invalid
 from webapp.domain.jobs import JOB_KINDS, RunProgress, progress_of
 from webapp.extensions import db
 from webapp.jobs.queue import enqueue_run
+from webapp.jobs.runner import when_cancelled
 from webapp.models.jobs import JobRun
 from webapp.transaction import after_commit, unit_of_work
 from webapp.web.admin.base import SecureView
@@ -329,13 +330,13 @@ class JobsView(SecureView):
         try:
             with unit_of_work(session):
                 run = jobs.request_cancel(session, current_actor(), run_id)
-                status = run.status
+                status, kind = run.status, run.kind
         except DomainError as exc:
             return self._refused(run_id, str(exc))
         if status == "cancelled":
             flash(f"Run {run_id} was cancelled before it started.", "success")
         else:
-            flash(f"Run {run_id} will stop at the end of its current batch.", "info")
+            flash(f"Run {run_id} {when_cancelled(kind)}", "info")
         return _run_page(run_id)
 
     @expose("/<int:run_id>/resume", methods=("POST",))
@@ -401,6 +402,7 @@ class JobsView(SecureView):
             "peak_window": current_app.config["BACKFILL_PEAK_WINDOW"],
             "status_event": STATUS_EVENT,
             "outcome_refresh_seconds": OUTCOME_REFRESH_SECONDS,
+            "when_cancelled": when_cancelled(run.kind),
             "backfill": None,
         }
         if run.kind == "backfill":
