@@ -13,7 +13,7 @@ from webapp.domain import archive, jobs
 from webapp.domain.audit import SYSTEM
 from webapp.domain.recording import record_event
 from webapp.jobs.runner import JobCancelled, JobContext, execute_run, procedures
-from webapp.models import ActivityEvent, ArchiveFile, PlayerStats, ReconciliationRun
+from webapp.models import ActivityEvent, ArchiveFile, JobRun, PlayerStats, ReconciliationRun
 from webapp.transaction import unit_of_work
 
 
@@ -134,3 +134,29 @@ def test_a_restore_cancelled_before_it_begins_writing_stops_and_restores_nothing
     assert session.get(ArchiveFile, archived.id).restored_at is None
     assert session.scalar(select(func.count()).select_from(ActivityEvent)) == 0
 
+
+# What staff are told.
+
+
+def running(session, kind: str, **params) -> int:
+    run_id = queue(session, kind, **params)
+    with unit_of_work(session):
+        jobs.start_run(session, run_id, "worker:1")
+    return run_id
+
+
+def test_the_cli_says_where_a_reconciliation_stops_and_that_a_restore_cannot_stop_part_way(
+    runner, session
+):
+    reconcile = running(session, "reconcile", fix=True)
+    restore = running(session, "archive_restore", file_id=1, url="unused")
+
+    said = runner.invoke(args=["jobs", "cancel", str(reconcile)])
+    assert said.exit_code == 0, said.output
+    assert "will stop before its next repair batch" in said.output
+
+    said = runner.invoke(args=["jobs", "cancel", str(restore)])
+    assert said.exit_code == 0, said.output
+    assert "cannot stop part way" in said.output and "next batch" not in said.output
+    session.rollback()
+    assert session.get(JobRun, restore).cancel_requested

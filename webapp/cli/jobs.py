@@ -15,7 +15,7 @@ from webapp.domain.audit import SYSTEM
 from webapp.domain.errors import DomainError
 from webapp.extensions import db
 from webapp.jobs.queue import enqueue_run, start_in_process_consumer
-from webapp.jobs.runner import execute_run
+from webapp.jobs.runner import execute_run, when_cancelled
 from webapp.transaction import after_commit, unit_of_work
 from webapp.web.traffic import current_request_rate
 
@@ -40,7 +40,7 @@ def list_command(kind: str | None, limit: int) -> None:
 @jobs_group.command("cancel")
 @click.argument("run_id", type=int)
 def cancel_command(run_id: int) -> None:
-    """Ask a run to stop at its next batch boundary."""
+    """Ask a run to stop where it can (a queued run is cancelled at once)."""
     session = db.session()
     try:
         with unit_of_work(session):
@@ -48,7 +48,10 @@ def cancel_command(run_id: int) -> None:
     except DomainError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         raise SystemExit(1) from None
-    click.echo(f"run {run.id}: cancel requested ({run.status})")
+    if run.status == "cancelled":
+        click.echo(f"run {run.id}: cancelled before it started")
+    else:
+        click.echo(f"run {run.id}: cancel requested; it {when_cancelled(run.kind)}")
 
 
 @jobs_group.command("resume")
