@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import click
 from flask import current_app
 
+from webapp.cli.actor import command_line_actor
 from webapp.cli.jobs import run_in_foreground
 from webapp.domain import archive
 from webapp.domain.archive import ArchivePlan
-from webapp.domain.audit import SYSTEM
 from webapp.domain.errors import DomainError
 from webapp.extensions import db
 from webapp.transaction import unit_of_work
@@ -73,7 +73,7 @@ def run_command(dry_run: bool, older_than_days: int | None, holds: tuple[int, ..
     try:
         with unit_of_work(session):
             run_id = archive.start_archive(
-                session, SYSTEM, now=now, after_days=days, url=config["ARCHIVE_URL"],
+                session, command_line_actor(), now=now, after_days=days, url=config["ARCHIVE_URL"],
                 hold_player_ids=holds,
             ).id
     except DomainError as exc:
@@ -89,7 +89,7 @@ def restore_command(file_id: int) -> None:
     try:
         with unit_of_work(session):
             run_id = archive.start_restore(
-                session, SYSTEM, file_id, url=current_app.config["ARCHIVE_URL"]
+                session, command_line_actor(), file_id, url=current_app.config["ARCHIVE_URL"]
             ).id
     except DomainError as exc:
         _fail(str(exc))

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from webapp.cli.actor import command_line_actor
 from webapp.cli.jobs import queue_run
 from webapp.domain.atp_import import (
     DEFAULT_CHUNK_SIZE,
@@ -18,7 +19,6 @@ from webapp.domain.atp_import import (
     parse_years,
     start_import,
 )
-from webapp.domain.audit import SYSTEM
 from webapp.domain.errors import Invalid
 from webapp.extensions import db
 from webapp.jobs.runner import execute_run
@@ -58,8 +58,10 @@ def import_atp_command(data_dir: Path | None, years: range | None, no_doubles: b
     """
     started = time.perf_counter()
     run_id = queue_run(
-        lambda session: start_import(session, SYSTEM, data_dir or default_data_dir(), years=years,
-                                     include_doubles=not no_doubles, chunk_size=chunk_size).id,
+        lambda session: start_import(
+            session, command_line_actor(), data_dir or default_data_dir(), years=years,
+            include_doubles=not no_doubles, chunk_size=chunk_size,
+        ).id,
         via_queue=via_queue,
     )
     if via_queue:

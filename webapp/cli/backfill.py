@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import click
 from flask import current_app
 
+from webapp.cli.actor import command_line_actor
 from webapp.cli.jobs import queue_run, run_in_foreground, safeguards_now
 from webapp.domain import backfill
-from webapp.domain.audit import SYSTEM
 from webapp.domain.backfill import BackfillPreview, BackfillReport, BackfillScope
 from webapp.domain.errors import DomainError
 from webapp.extensions import db
@@ -111,7 +111,7 @@ def run_command(
     run_id = queue_run(
         lambda session: backfill.start_backfill(
             session,
-            SYSTEM,
+            command_line_actor(),
             scope,
             safeguards=safeguards,
             batch_size=batch_size,
@@ -142,7 +142,7 @@ def resume_command(run_id: int, force: bool, via_queue: bool) -> None:
     app = current_app._get_current_object()
     queue_run(
         lambda session: backfill.resume_backfill(
-            session, SYSTEM, run_id, safeguards=safeguards_now(app, force)
+            session, command_line_actor(), run_id, safeguards=safeguards_now(app, force)
         ).id,
         via_queue=via_queue,
     )
@@ -181,7 +181,9 @@ def rollback_command(run_id: int, yes: bool, batch_size: int | None, via_queue: 
     if not yes and not _confirmed(f"Delete {plan.events:,} events and take their stats back out?"):
         _fail("not confirmed; nothing was deleted")
     rollback_id = queue_run(
-        lambda session: backfill.start_rollback(session, SYSTEM, run_id, batch_size=batch_size).id,
+        lambda session: backfill.start_rollback(
+            session, command_line_actor(), run_id, batch_size=batch_size
+        ).id,
         via_queue=via_queue,
     )
     if via_queue:

@@ -6,8 +6,8 @@ import uuid
 
 import click
 
+from webapp.cli.actor import command_line_actor
 from webapp.domain import disputes
-from webapp.domain.audit import SYSTEM
 from webapp.domain.errors import DomainError
 from webapp.extensions import db
 from webapp.transaction import unit_of_work
@@ -62,8 +62,10 @@ def resolve_command(match_id: int, outcome: str, reason: str, yes: bool) -> None
         return
     try:
         with unit_of_work(session):
-            resolved = disputes.resolve_dispute(session, SYSTEM, match_id, outcome, reason,
-                                                expected_version=plan.based_on_version, token=uuid.uuid4().hex)
+            resolved = disputes.resolve_dispute(
+                session, command_line_actor(), match_id, outcome, reason,
+                expected_version=plan.based_on_version, token=uuid.uuid4().hex,
+            )
             resolution_id = resolved.resolution.id
     except DomainError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)

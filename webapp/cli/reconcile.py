@@ -10,9 +10,9 @@ from __future__ import annotations
 import click
 from flask import current_app
 
+from webapp.cli.actor import command_line_actor
 from webapp.cli.jobs import queue_run
 from webapp.domain import operations
-from webapp.domain.audit import SYSTEM
 from webapp.domain.errors import NotFound
 from webapp.domain.reconciliation import require_player
 from webapp.extensions import db
@@ -41,7 +41,7 @@ def reconcile_command(fix: bool, player_id: int | None, batch_size: int | None, 
             session.rollback()
     job_id = queue_run(
         lambda s: operations.queue_reconciliation(
-            s, SYSTEM, fix=fix, batch_size=batch_size, player_id=player_id
+            s, command_line_actor(), fix=fix, batch_size=batch_size, player_id=player_id
         ).id,
         via_queue=via_queue,
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from webapp.cli.actor import command_line_actor
 from webapp.domain import staff as staff_domain
-from webapp.domain.audit import SYSTEM
 from webapp.domain.errors import DomainError
 from webapp.extensions import db
 from webapp.models.staff import ROLES
@@ -31,7 +31,9 @@ def create_staff_command(email: str, roles: tuple[str, ...], ask_password: bool)
     session = db.session()
     try:
         with unit_of_work(session):
-            created = staff_domain.create_staff(session, SYSTEM, email, list(roles), password)
+            created = staff_domain.create_staff(
+                session, command_line_actor(), email, list(roles), password
+            )
     except DomainError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         raise SystemExit(1) from None
@@ -47,7 +49,7 @@ def deactivate_staff_command(email: str) -> None:
     session = db.session()
     try:
         with unit_of_work(session):
-            staff = staff_domain.deactivate_staff(session, SYSTEM, email)
+            staff = staff_domain.deactivate_staff(session, command_line_actor(), email)
     except DomainError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         raise SystemExit(1) from None
@@ -59,7 +61,7 @@ def demo_accounts_command() -> None:
     """Create (or reset) one demo account per role and print their credentials."""
     session = db.session()
     with unit_of_work(session):
-        accounts = staff_domain.ensure_demo_accounts(session, SYSTEM)
+        accounts = staff_domain.ensure_demo_accounts(session, command_line_actor())
     click.secho("Demo staff accounts (passwords are new on every run):", bold=True)
     for email, role, password in accounts:
         click.echo(f"  {role:<13} {email:<40} {password}")

@@ -17,6 +17,9 @@ class Actor:
 
     staff_id: int | None
     ip_address: str | None = None
+    # With no staff member signed in: who acted all the same, and how, such as
+    # "command line (alice@ops-1)". Kept with the audit entry and the runs started.
+    via: str | None = None
 
 
 SYSTEM = Actor(staff_id=None, ip_address=None)
@@ -32,7 +35,7 @@ def record_audit(session: Session, actor: Actor, action: str, *, target_type: st
         target_type=target_type,
         target_id=target_id,
         ip_address=actor.ip_address,
-        details=details,
+        details={**details, "via": actor.via} if actor.via else details,
     )
     session.add(entry)
     session.flush()

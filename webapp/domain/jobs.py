@@ -30,8 +30,8 @@ def queue_run(session: Session, actor: Actor, kind: str, params: dict[str, Any] 
     """Store a new run, queued; the caller enqueues it after the commit."""
     if kind not in JOB_KINDS:
         raise ValueError(f"unknown job kind {kind!r}")
-    run = JobRun(kind=kind, params=params or {}, requested_by_id=actor.staff_id, status="queued",
-                 progress_total=total, created_at=utcnow())
+    run = JobRun(kind=kind, params=params or {}, requested_by_id=actor.staff_id,
+                 requested_via=actor.via, status="queued", progress_total=total, created_at=utcnow())
     session.add(run)
     session.flush()
     record_audit(session, actor, f"job.{kind}.queue", target_type="job", target_id=run.id, params=run.params)

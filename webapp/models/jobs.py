@@ -29,6 +29,8 @@ class JobRun(CreatedAtMixin, Base):
     kind: Mapped[str] = mapped_column(String(32))
     params: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
     requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    # Who started it without a staff account, e.g. "command line (alice@ops-1)".
+    requested_via: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="queued")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     progress_done: Mapped[int] = mapped_column(BigInteger, default=0)
