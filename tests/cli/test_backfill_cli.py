@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import socket
 from datetime import timedelta
 
 import pytest
@@ -10,7 +12,7 @@ from sqlalchemy import func, select
 from tests.conftest import T0
 from webapp.domain import jobs
 from webapp.domain.recording import NewEvent, record_event
-from webapp.models import ActivityEvent, Base, JobRun
+from webapp.models import ActivityEvent, AuditEntry, Base, JobRun
 from webapp.transaction import unit_of_work
 
 
@@ -256,3 +258,28 @@ def test_jobs_resume_keeps_a_backfill_to_its_safeguards(runner, session, app, hi
     forced = runner.invoke(args=["jobs", "resume", "1", "--force"])
     assert forced.exit_code == 0, forced.output
     assert count(session, ActivityEvent) == 12
+
+
+def test_with_requests_counted_per_process_the_command_line_says_it_cannot_see_the_web_traffic(
+    runner, session, history, quiet_hours
+):
+    result = backfill(runner, "run", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "requests are counted per process (RATELIMIT_STORAGE_URI=memory://)" in result.output
+    assert "cannot see the web server's request rate" in result.output
+
+
+def test_a_run_started_from_the_command_line_says_which_system_account_started_it(
+    app, runner, client, sign_in, session, history, quiet_hours
+):
+    result = backfill(runner, "run", "--yes")
+    assert result.exit_code == 0, result.output
+
+    run = session.get(JobRun, 1)
+    who = f"command line ({getpass.getuser()}@{socket.gethostname()})"
+    assert (run.requested_by_id, run.requested_via) == (None, who)
+    queued = session.scalars(select(AuditEntry).where(AuditEntry.action == "job.backfill.queue")).one()
+    assert (queued.staff_id, queued.details["via"]) == (None, who)
+    sign_in("engineer")
+    for page in ("/admin/operations/jobs/", f"/admin/operations/jobs/{run.id}"):
+        assert f'data-testid="job-requested-by">{who}<' in client.get(page).text

@@ -10,14 +10,14 @@ from flask import Flask, current_app
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
+from webapp.cli.actor import command_line_actor
 from webapp.domain import backfill, jobs, operations
-from webapp.domain.audit import SYSTEM
 from webapp.domain.errors import DomainError
 from webapp.extensions import db
 from webapp.jobs.queue import enqueue_run, start_in_process_consumer
 from webapp.jobs.runner import execute_run, when_cancelled
 from webapp.transaction import after_commit, unit_of_work
-from webapp.web.traffic import current_request_rate
+from webapp.web.traffic import counts_every_process, current_request_rate
 
 
 @click.group("jobs")
@@ -44,7 +44,7 @@ def cancel_command(run_id: int) -> None:
     session = db.session()
     try:
         with unit_of_work(session):
-            run = jobs.request_cancel(session, SYSTEM, run_id)
+            run = jobs.request_cancel(session, command_line_actor(), run_id)
     except DomainError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         raise SystemExit(1) from None
@@ -63,7 +63,7 @@ def resume_command(run_id: int, via_queue: bool, force: bool) -> None:
     app = current_app._get_current_object()
     queue_run(
         lambda session: operations.resume_job(
-            session, SYSTEM, run_id, safeguards=safeguards_now(app, force)
+            session, command_line_actor(), run_id, safeguards=safeguards_now(app, force)
         ).id,
         via_queue=via_queue,
     )
@@ -75,6 +75,15 @@ def resume_command(run_id: int, via_queue: bool, force: bool) -> None:
 
 def safeguards_now(app: Flask, force: bool) -> backfill.Safeguards:
     """Return the safeguards a backfill starts or resumes under at this moment."""
+    if not counts_every_process(app):
+        click.secho(
+            "warning: requests are counted per process (RATELIMIT_STORAGE_URI="
+            f"{app.config['RATELIMIT_STORAGE_URI']}), so this command cannot see the web "
+            "server's request rate and the request-rate limit cannot stop it; with a shared "
+            "storage (redis://...) it applies here too",
+            fg="yellow",
+            err=True,
+        )
     return backfill.current_safeguards(app.config, current_request_rate(app), force=force)
 
 
