@@ -82,6 +82,17 @@ def test_drift_below_the_threshold_alerts_nobody(session, make_player, webhook, 
     assert webhook.received == []
 
 
+def test_a_check_of_one_drifted_player_is_no_share_of_the_platform_and_alerts_nobody(
+    session, make_player, webhook
+):
+    drift_everyone(session, make_player, players=1)
+    (drifted,) = session.scalars(text("SELECT DISTINCT player_id FROM player_stats")).all()
+    session.rollback()
+    outcome = run_reconciliation(session, player_id=drifted)
+    assert outcome.report.drifted_share == 1.0
+    assert webhook.received == []
+
+
 def test_the_same_alert_is_not_repeated_within_the_quiet_window(session, make_player, webhook):
     drift_everyone(session, make_player)
     run_reconciliation(session)

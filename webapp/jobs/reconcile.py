@@ -107,9 +107,12 @@ def run_reconciliation(
             session, "job_failed", failed_subject("reconciliation", run_id), {"error": error}
         )
         raise ReconciliationFailed(run_id, error) from exc
-    _alert_on_drift(session, run_id, report)
-    if player_id is None and report.drifted_players:
-        check_persistent_drift(session)
+    if player_id is None:
+        # The share of drifted players means something only over all of them: a
+        # one-player check that finds drift is 100% and says nothing of the rest.
+        _alert_on_drift(session, run_id, report)
+        if report.drifted_players:
+            check_persistent_drift(session)
     return ReconciliationOutcome(run_id, report, len(fixed_players))
 
 
