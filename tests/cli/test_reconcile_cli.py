@@ -17,6 +17,7 @@ from webapp.domain import operations
 from webapp.domain.audit import SYSTEM
 from webapp.domain.recording import NewEvent, record_events
 from webapp.extensions import db
+from webapp.jobs.runner import execute_run
 from webapp.models import JobRun, PlayerStats, ReconciliationDrift, ReconciliationRun
 from webapp.transaction import unit_of_work
 
@@ -150,6 +151,20 @@ def test_fix_repairs_in_one_transaction_per_batch_of_players(app, runner, sessio
     assert "0 drifted" in again.output
     _check, fixed, after = runs(session)
     assert (fixed.fix, fixed.players_fixed, after.players_drifted) == (True, 3, 0)
+
+
+def test_a_fix_reports_its_progress_batch_by_batch_as_the_progress_bar_shows_it(session, make_player):
+    ids = players_with_a_win(session, make_player, 4)
+    zero_wins(session, ids[:3])
+    with unit_of_work(session):
+        job_id = operations.queue_reconciliation(session, SYSTEM, fix=True, batch_size=1).id
+    seen: list[tuple[int, int | None]] = []
+
+    job = execute_run(session, job_id, listeners=[lambda done, total: seen.append((done, total))])
+
+    assert job.status == "succeeded", job.error
+    repairs = [step for step in seen if step[1] == 3]
+    assert repairs == [(1, 3), (2, 3), (3, 3)], seen
 
 
 def test_a_larger_batch_needs_fewer_transactions(app, runner, session, make_player):

@@ -7,10 +7,9 @@ import time
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from webapp.cli.actor import command_line_actor
-from webapp.cli.jobs import queue_run
+from webapp.cli.jobs import progress_bar, queue_run
 from webapp.domain.atp_import import (
     DEFAULT_CHUNK_SIZE,
     SKIP_REASONS,
@@ -67,12 +66,7 @@ def import_atp_command(data_dir: Path | None, years: range | None, no_doubles: b
     if via_queue:
         click.echo(f"import run {run_id} queued")
         return
-    # disable=None: the bar shows on a terminal and stays quiet in logs and tests.
-    with tqdm(unit=" files", desc=f"importing (run {run_id})", disable=None) as bar:
-        def show(done: int, total: int | None) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    with progress_bar(f"importing (run {run_id})", unit=" files") as show:
         run = execute_run(db.session(), run_id, listeners=[show])
     if run.status != "succeeded":
         click.secho(f"import run {run.id} {run.status}", fg="yellow" if run.status == "cancelled" else "red")

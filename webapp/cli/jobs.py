@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import click
 from flask import Flask, current_app
@@ -15,7 +16,7 @@ from webapp.domain import backfill, jobs, operations
 from webapp.domain.errors import DomainError
 from webapp.extensions import db
 from webapp.jobs.queue import enqueue_run, start_in_process_consumer
-from webapp.jobs.runner import execute_run, when_cancelled
+from webapp.jobs.runner import ProgressListener, execute_run, when_cancelled
 from webapp.transaction import after_commit, unit_of_work
 from webapp.web.traffic import counts_every_process, current_request_rate
 
@@ -106,16 +107,26 @@ def queue_run(start: Callable[[Session], int], *, via_queue: bool) -> int:
     return run_id
 
 
-def run_in_foreground(run_id: int) -> None:
-    """Run a queued run in this process with a progress bar; exit non-zero unless it succeeds."""
-    session = db.session()
-    with tqdm(unit="item", dynamic_ncols=True, desc=f"run {run_id}") as bar:
+@contextmanager
+def progress_bar(description: str, unit: str = "item") -> Iterator[ProgressListener]:
+    """A tqdm bar for a run's progress: pass what this yields to ``execute_run`` as a listener.
+
+    It shows on a terminal and stays out of logs and pipes (``disable=None``).
+    """
+    with tqdm(unit=unit, dynamic_ncols=True, desc=description, disable=None) as bar:
         def show(done: int, total: int | None) -> None:
             if total is not None and bar.total != total:
                 bar.total = total
             bar.n = done
             bar.refresh()
 
+        yield show
+
+
+def run_in_foreground(run_id: int) -> None:
+    """Run a queued run in this process with a progress bar; exit non-zero unless it succeeds."""
+    session = db.session()
+    with progress_bar(f"run {run_id}") as show:
         run = execute_run(session, run_id, listeners=[show])
     colour = {"succeeded": "green", "cancelled": "yellow"}.get(run.status, "red")
     click.secho(f"run {run.id} {run.status}", fg=colour)

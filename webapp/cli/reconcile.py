@@ -11,7 +11,7 @@ import click
 from flask import current_app
 
 from webapp.cli.actor import command_line_actor
-from webapp.cli.jobs import queue_run
+from webapp.cli.jobs import progress_bar, queue_run
 from webapp.domain import operations
 from webapp.domain.errors import NotFound
 from webapp.domain.reconciliation import require_player
@@ -49,7 +49,8 @@ def reconcile_command(fix: bool, player_id: int | None, batch_size: int | None, 
         click.echo(f"job run {job_id} queued")
         return
 
-    job = execute_run(session, job_id)
+    with progress_bar(f"reconciling (job run {job_id})", unit=" players") as show:
+        job = execute_run(session, job_id, listeners=[show])
     if job.status != "succeeded":
         # The first line of the stored error names the reconciliation run and what went wrong.
         click.secho((job.error or f"job run {job_id} {job.status}").splitlines()[0], fg="red", err=True)
