@@ -155,6 +155,13 @@ def resume_run(session: Session, actor: Actor, run_id: int) -> JobRun:
     return run
 
 
+def queued_before(session: Session, cutoff: datetime) -> list[int]:
+    """Return the ids of the runs still queued that were queued before ``cutoff``, oldest first."""
+    return list(session.scalars(
+        select(JobRun.id).where(JobRun.status == "queued", JobRun.created_at < cutoff).order_by(JobRun.id)
+    ))
+
+
 def fail_stale_runs(session: Session, stale_after: timedelta, now: datetime | None = None) -> list[JobRun]:
     """Fail running runs whose worker has not sent a heartbeat for ``stale_after``."""
     now = now or utcnow()

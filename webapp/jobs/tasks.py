@@ -36,22 +36,33 @@ def _reconcile_schedule(value: str) -> crontab:
 
 def register_tasks(huey: Huey, app: Flask) -> Tasks:
     """Register the app's tasks on ``huey``."""
-    from webapp.domain import operations
+    from webapp.domain import jobs, operations
     from webapp.domain.audit import SYSTEM
     from webapp.domain.errors import Conflict
+    from webapp.jobs.queue import requeue_lost_runs
     from webapp.jobs.runner import execute_run
     from webapp.jobs.stale import sweep_stale_runs as sweep
 
     @huey.task(name="run_job")
     def run_job(run_id: int) -> str:
         with app.app_context():
-            return execute_run(db.session(), run_id).status
+            session = db.session()
+            if jobs.get_run(session, run_id).status != "queued":
+                # Handed out twice (see requeue_lost_runs), cancelled while waiting, or done.
+                session.rollback()
+                log.info("job run %s is no longer queued; nothing to run", run_id)
+                return "not queued"
+            session.rollback()
+            return execute_run(session, run_id).status
 
     @huey.periodic_task(crontab(minute="*"), name="sweep_stale_runs")
     def sweep_stale_runs() -> int:
         with app.app_context():
+            session = db.session()
             stale_after = timedelta(seconds=app.config["JOB_STALE_AFTER_SECONDS"])
-            return len(sweep(db.session(), stale_after))
+            swept = sweep(session, stale_after)
+            requeue_lost_runs(app, session, stale_after)
+            return len(swept)
 
     @huey.periodic_task(_reconcile_schedule(app.config["RECONCILE_AT"]), name="nightly_reconciliation")
     def nightly_reconciliation() -> str:

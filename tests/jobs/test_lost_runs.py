@@ -1,0 +1,79 @@
+"""A run stored as queued but never handed to the queue (the enqueue after its commit failed) is handed out again."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from webapp.domain import jobs
+from webapp.domain.audit import SYSTEM
+from webapp.jobs.queue import enqueue_run, start_in_process_consumer
+from webapp.jobs.runner import execute_run
+from webapp.models import JobRun
+from webapp.transaction import unit_of_work
+
+
+@pytest.fixture
+def queue(app, monkeypatch):
+    """The app's queue, empty, and a sweep for which every queued run is old enough to be looked for."""
+    huey = app.extensions["huey"]
+    huey.flush()
+    monkeypatch.setitem(app.config, "JOB_STALE_AFTER_SECONDS", 0)
+    yield huey
+    huey.flush()
+
+
+def sweep(app) -> None:
+    app.extensions["huey_tasks"].sweep_stale_runs.call_local()
+
+
+def stored_queued_run(session) -> int:
+    """A reconciliation check stored as queued: what a failed enqueue leaves behind."""
+    with unit_of_work(session):
+        return jobs.queue_run(session, SYSTEM, "reconcile", {"fix": False}).id
+
+
+def waiting(queue, run_id: int) -> int:
+    return sum(1 for task in queue.pending() if task.name == "run_job" and task.args == (run_id,))
+
+
+def test_a_run_the_queue_never_got_is_handed_to_the_workers_by_the_sweep_and_runs(app, session, queue):
+    run_id = stored_queued_run(session)
+    assert waiting(queue, run_id) == 0
+
+    sweep(app)
+
+    assert waiting(queue, run_id) == 1
+    consumer = start_in_process_consumer(app, workers=1)
+    try:
+        deadline = time.monotonic() + 30
+        while not (run := session.get(JobRun, run_id)).is_finished:
+            assert time.monotonic() < deadline, f"run {run_id} is still {run.status}"
+            session.rollback()
+            time.sleep(0.05)
+    finally:
+        consumer.stop(graceful=True)
+    assert run.status == "succeeded", run.error
+
+
+def test_a_run_waiting_in_the_queue_is_not_handed_out_again(app, session, queue):
+    run_id = stored_queued_run(session)
+    enqueue_run(app, run_id)
+
+    sweep(app)
+    sweep(app)
+
+    assert waiting(queue, run_id) == 1
+
+
+def test_a_task_for_a_run_already_started_elsewhere_leaves_it_alone(app, session, queue):
+    run_id = stored_queued_run(session)
+    assert execute_run(session, run_id).status == "succeeded"
+    finished = session.get(JobRun, run_id).finished_at
+    session.rollback()
+
+    assert app.extensions["huey_tasks"].run_job.call_local(run_id) == "not queued"
+
+    run = session.get(JobRun, run_id)
+    assert (run.status, run.finished_at) == ("succeeded", finished)
