@@ -260,3 +260,49 @@ def test_job_runs_keep_their_progress_across_the_attempts_revision_and_back(back
             assert conn.execute(sa.text(run_row)).all() == [(7, "cancelled", 500, 1000)]
             assert conn.scalar(sa.text("SELECT run_id FROM backfill_batches")) == 7
         assert event_count(app) == 1
+
+
+def test_a_cancelled_reconciliation_run_keeps_its_drift_rows_and_is_called_failed_below_its_revision(
+    backend, fresh_database_url
+):
+    """On SQLite changing the status check copies reconciliation_runs, which drift rows reference."""
+    with app_on_fresh_database(backend, fresh_database_url) as app:
+        with app.app_context():
+            upgrade()
+        add_player_with_an_event(app)
+        with app.app_context(), db.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO reconciliation_runs (id, started_at, finished_at, status, fix, "
+                    "players_checked, players_drifted, players_fixed, error) VALUES (3, :now, :now, "
+                    "'cancelled', true, 10, 2, 1, 'cancelled by staff (job run 9)')"
+                ),
+                {"now": T0},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO reconciliation_drifts (run_id, player_id, scope, stat, expected, actual) "
+                    "SELECT 3, id, 'all', 'matches_won', 1, 0 FROM players"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO job_runs (id, kind, params, status, cancel_requested, progress_done, "
+                    "created_at, requested_via) VALUES (9, 'reconcile', '{}', 'cancelled', true, 1, "
+                    ":now, 'command line (ops@host)')"
+                ),
+                {"now": T0},
+            )
+        run_row = "SELECT id, status, players_fixed, error FROM reconciliation_runs"
+
+        with app.app_context():
+            alembic_command.downgrade(migrations_config(app), "c15b0d741ab8")
+        with app.app_context(), db.engine.connect() as conn:
+            assert conn.execute(sa.text(run_row)).all() == [(3, "failed", 1, "cancelled by staff (job run 9)")]
+            assert conn.scalar(sa.text("SELECT count(*) FROM reconciliation_drifts WHERE run_id = 3")) == 1
+            assert conn.execute(sa.text("SELECT id, status FROM job_runs")).all() == [(9, "cancelled")]
+        assert event_count(app) == 1
+
+        with app.app_context():
+            upgrade()
+            assert current_revision(app) == head_revision(app)

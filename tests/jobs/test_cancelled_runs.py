@@ -74,7 +74,7 @@ def test_a_fix_cancelled_between_batches_ends_cancelled_with_whole_players_repai
     assert wins(session, [first, second, third]) == [1, 0, 0]
     history = history_row(session)
     assert (history.players_drifted, history.players_fixed) == (3, 1)
-    assert history.status == "failed" and history.finished_at is not None
+    assert history.status == "cancelled" and history.finished_at is not None
     assert f"cancelled by staff (job run {run_id})" in history.error
     assert webhook.received == [], "staff stopped it: nothing failed"
 
@@ -87,7 +87,7 @@ def test_a_check_cancelled_as_it_starts_stops_before_its_drift_search(session, m
 
     assert run.status == "cancelled"
     history = history_row(session)
-    assert history.status == "failed" and "cancelled by staff" in history.error
+    assert history.status == "cancelled" and "cancelled by staff" in history.error
     assert history.players_checked == 0, "it never looked"
 
 

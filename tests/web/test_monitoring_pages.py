@@ -133,8 +133,9 @@ def test_the_volume_chart_counts_what_was_recorded_by_type(session, client, sign
 def test_the_drift_chart_shows_each_run_with_its_rolling_week_average(session, client, sign_in):
     now = utcnow()
     with unit_of_work(session):
-        for days_ago, drifted, status in ((9, 10, "succeeded"), (3, 4, "succeeded"), (2, 0, "failed"),
-                                          (1, 2, "succeeded")):
+        # Staff stopped the run 4 days ago: neither a success nor a failure of the system.
+        for days_ago, drifted, status in ((9, 10, "succeeded"), (4, 0, "cancelled"), (3, 4, "succeeded"),
+                                          (2, 0, "failed"), (1, 2, "succeeded")):
             session.add(ReconciliationRun(started_at=now - timedelta(days=days_ago), status=status,
                                           finished_at=now - timedelta(days=days_ago) + timedelta(minutes=5),
                                           players_checked=100, players_drifted=drifted))

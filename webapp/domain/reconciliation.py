@@ -222,6 +222,19 @@ def fail_run(
     return run
 
 
+def cancel_run(
+    session: Session, run_id: int, reason: str, *, players_fixed: int = 0
+) -> ReconciliationRun:
+    """Mark a run cancelled by staff, saying why and how many players it had repaired before it stopped."""
+    run = _run(session, run_id)
+    run.finished_at = utcnow()
+    run.status = "cancelled"
+    run.error = reason
+    run.players_fixed = players_fixed
+    session.flush()
+    return run
+
+
 def fail_abandoned_run(
     session: Session, run_id: int, reason: str, finished_at: datetime | None = None
 ) -> ReconciliationRun | None:

@@ -46,7 +46,7 @@ def run_reconciliation(
 
     :raise NotFound: for an unknown ``player_id``; then no run is stored.
     :raise ReconciliationFailed: after the run was stored as failed.
-    :raise JobCancelled: after the run was stored as failed, saying it was cancelled.
+    :raise JobCancelled: after the run was stored as cancelled.
     """
     if player_id is not None:
         # Bad input is refused before anything is written, not stored as a failed run.
@@ -83,9 +83,8 @@ def run_reconciliation(
             reconciliation.finish_run(session, run_id, len(fixed_players))
     except JobCancelled:
         session.rollback()
-        # The history has no cancelled status: the run ends failed, its error saying why.
         with unit_of_work(session):
-            reconciliation.fail_run(
+            reconciliation.cancel_run(
                 session,
                 run_id,
                 f"cancelled by staff (job run {context.run_id}); "

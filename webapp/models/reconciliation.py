@@ -28,7 +28,7 @@ class ReconciliationRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
-        CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status_known"),
+        CheckConstraint("status IN ('running', 'succeeded', 'failed', 'cancelled')", name="status_known"),
     )
 
 
