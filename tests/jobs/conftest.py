@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -44,3 +45,15 @@ def webhook(app):
     yield receiver
     app.config["ALERT_WEBHOOK_URL"] = previous
     receiver.close()
+
+
+def wait_until_finished(session, run_id: int, seconds: float = 60):
+    """Wait for a run a consumer is working on to end; return it."""
+    from webapp.models import JobRun
+
+    deadline = time.monotonic() + seconds
+    while not (run := session.get(JobRun, run_id)).is_finished:
+        assert time.monotonic() < deadline, f"run {run_id} is still {run.status}"
+        session.rollback()
+        time.sleep(0.05)
+    return run

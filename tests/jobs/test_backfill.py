@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 
 from tests.conftest import T0
+from tests.jobs.conftest import wait_until_finished
 from webapp.domain import archive, backfill, jobs
 from webapp.domain.audit import SYSTEM
 from webapp.domain.backfill import BackfillRefused, BackfillScope, Safeguards
@@ -526,13 +527,7 @@ def test_a_backfill_queued_for_the_workers_is_run_by_the_consumer(app, session, 
     try:
         run_id = start(session)
         enqueue_run(app, run_id)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            run = session.get(JobRun, run_id)
-            if run.is_finished:
-                break
-            session.rollback()
-            time.sleep(0.05)
+        run = wait_until_finished(session, run_id)
     finally:
         consumer.stop(graceful=True)
     assert run.status == "succeeded", run.error

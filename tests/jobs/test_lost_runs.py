@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
+from tests.jobs.conftest import wait_until_finished
 from webapp.domain import jobs
 from webapp.domain.audit import SYSTEM
 from webapp.jobs.queue import enqueue_run, start_in_process_consumer
@@ -47,11 +46,7 @@ def test_a_run_the_queue_never_got_is_handed_to_the_workers_by_the_sweep_and_run
     assert waiting(queue, run_id) == 1
     consumer = start_in_process_consumer(app, workers=1)
     try:
-        deadline = time.monotonic() + 30
-        while not (run := session.get(JobRun, run_id)).is_finished:
-            assert time.monotonic() < deadline, f"run {run_id} is still {run.status}"
-            session.rollback()
-            time.sleep(0.05)
+        run = wait_until_finished(session, run_id)
     finally:
         consumer.stop(graceful=True)
     assert run.status == "succeeded", run.error

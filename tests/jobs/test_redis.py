@@ -6,13 +6,13 @@ server and a worker (or a CLI command) are two processes in production.
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import REDIS_URL, make_app, require_redis
+from tests.jobs.conftest import wait_until_finished
 from webapp.domain import backfill
 from webapp.domain.audit import SYSTEM
 from webapp.extensions import db
@@ -64,11 +64,7 @@ def test_a_backfill_queued_by_one_process_is_run_by_a_consumer_in_another(
         db.session.remove()
     consumer = start_in_process_consumer(worker, workers=1)
     try:
-        deadline = time.monotonic() + 60
-        while (run := session.get(JobRun, run_id)) is not None and not run.is_finished:
-            assert time.monotonic() < deadline, f"run {run_id} is still {run.status}"
-            session.rollback()
-            time.sleep(0.05)
+        run = wait_until_finished(session, run_id)
     finally:
         consumer.stop(graceful=True)
     assert run.status == "succeeded", run.error

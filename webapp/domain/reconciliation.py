@@ -213,23 +213,24 @@ def fail_run(
     players_fixed: int = 0,
 ) -> ReconciliationRun:
     """Mark a run failed with its error and the players it had repaired before failing."""
-    run = _run(session, run_id)
-    run.finished_at = finished_at or utcnow()
-    run.status = "failed"
-    run.error = error
-    run.players_fixed = players_fixed
-    session.flush()
-    return run
+    return _end_run(session, run_id, "failed", error, finished_at, players_fixed)
 
 
 def cancel_run(
     session: Session, run_id: int, reason: str, *, players_fixed: int = 0
 ) -> ReconciliationRun:
     """Mark a run cancelled by staff, saying why and how many players it had repaired before it stopped."""
+    return _end_run(session, run_id, "cancelled", reason, None, players_fixed)
+
+
+def _end_run(
+    session: Session, run_id: int, status: str, error: str, finished_at: datetime | None,
+    players_fixed: int,
+) -> ReconciliationRun:
     run = _run(session, run_id)
-    run.finished_at = utcnow()
-    run.status = "cancelled"
-    run.error = reason
+    run.finished_at = finished_at or utcnow()
+    run.status = status
+    run.error = error
     run.players_fixed = players_fixed
     session.flush()
     return run
