@@ -195,6 +195,8 @@ def app(migrated_app) -> Iterator[Flask]:
         yield migrated_app
         db.session.remove()
     _empty_all_tables(migrated_app)
+    # Run ids start again from 1: a task left in the queue would run another test's run.
+    migrated_app.extensions["huey"].flush()
 
 
 @pytest.fixture

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+from datetime import timedelta
+
 import pytest
 
 from tests.jobs.conftest import wait_until_finished
 from webapp.domain import jobs
 from webapp.domain.audit import SYSTEM
+from webapp.domain.errors import Conflict
+from webapp.extensions import db
 from webapp.jobs.queue import enqueue_run, start_in_process_consumer
 from webapp.jobs.runner import execute_run
 from webapp.models import JobRun
+from webapp.models.base import utcnow
 from webapp.transaction import unit_of_work
 
 
@@ -62,7 +68,18 @@ def test_a_run_waiting_in_the_queue_is_not_handed_out_again(app, session, queue)
     assert waiting(queue, run_id) == 1
 
 
-def test_a_task_for_a_run_already_started_elsewhere_leaves_it_alone(app, session, queue):
+def test_a_run_resumed_just_now_is_not_handed_out_again_however_old_it_is(app, session, queue, monkeypatch):
+    run_id = stored_queued_run(session)
+    with unit_of_work(session):
+        jobs.get_run(session, run_id).created_at = utcnow() - timedelta(days=3)
+    monkeypatch.setitem(app.config, "JOB_STALE_AFTER_SECONDS", 300)
+
+    sweep(app)
+
+    assert waiting(queue, run_id) == 0, "queued a moment ago: its task may still be on its way"
+
+
+def test_a_task_for_a_run_that_already_ran_leaves_it_alone(app, session, queue):
     run_id = stored_queued_run(session)
     assert execute_run(session, run_id).status == "succeeded"
     finished = session.get(JobRun, run_id).finished_at
@@ -72,3 +89,38 @@ def test_a_task_for_a_run_already_started_elsewhere_leaves_it_alone(app, session
 
     run = session.get(JobRun, run_id)
     assert (run.status, run.finished_at) == ("succeeded", finished)
+
+
+def test_of_two_workers_handed_the_same_run_at_once_one_runs_it(app, session, backend):
+    if backend == "sqlite":
+        pytest.skip("SQLite writers queue at BEGIN IMMEDIATE, so two units of work never hold locks at once")
+    run_id = stored_queued_run(session)
+    both_read = threading.Barrier(2, timeout=10)
+    claims: list[str] = []
+
+    def claim(worker: str) -> None:
+        with app.app_context():
+            own = db.session()
+            try:
+                with unit_of_work(own):
+                    # Each worker has seen the run queued before either claims it.
+                    assert jobs.get_run(own, run_id).status == "queued"
+                    both_read.wait()
+                    jobs.start_run(own, run_id, worker)
+                claims.append(worker)
+            except Conflict:
+                claims.append("refused")
+            finally:
+                db.session.remove()
+
+    workers = [threading.Thread(target=claim, args=(f"worker:{n}",)) for n in (1, 2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+
+    winners = [c for c in claims if c != "refused"]
+    assert len(claims) == 2 and len(winners) == 1, claims
+    session.rollback()
+    run = session.get(JobRun, run_id)
+    assert (run.status, run.worker) == ("running", winners[0])

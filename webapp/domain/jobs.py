@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 
 from webapp.domain.audit import Actor, record_audit
@@ -30,8 +30,10 @@ def queue_run(session: Session, actor: Actor, kind: str, params: dict[str, Any] 
     """Store a new run, queued; the caller enqueues it after the commit."""
     if kind not in JOB_KINDS:
         raise ValueError(f"unknown job kind {kind!r}")
+    now = utcnow()
     run = JobRun(kind=kind, params=params or {}, requested_by_id=actor.staff_id,
-                 requested_via=actor.via, status="queued", progress_total=total, created_at=utcnow())
+                 requested_via=actor.via, status="queued", queued_at=now, progress_total=total,
+                 created_at=now)
     session.add(run)
     session.flush()
     record_audit(session, actor, f"job.{kind}.queue", target_type="job", target_id=run.id, params=run.params)
@@ -48,20 +50,32 @@ def get_run(session: Session, run_id: int) -> JobRun:
 def start_run(session: Session, run_id: int, worker: str) -> JobRun:
     """Mark a queued run as running on ``worker``.
 
+    One conditional update claims the run: of two workers handed the same run
+    (see ``webapp.jobs.stale.requeue_lost_runs``), on PostgreSQL the second
+    waits for the first's row lock, then finds the run no longer queued.
+
     :raise Conflict: if the run is not queued (already running elsewhere, finished or cancelled).
     """
-    run = get_run(session, run_id)
-    if run.status != "queued":
-        raise Conflict(f"job run {run_id} is {run.status}, not queued")
     now = utcnow()
-    run.status = "running"
-    run.started_at = run.started_at or now
-    run.attempt_started_at = now
-    run.attempt_done_from = run.progress_done
-    run.heartbeat_at = now
-    run.worker = worker
-    run.error = None
-    session.flush()
+    claimed = session.execute(
+        update(JobRun)
+        .where(JobRun.id == run_id, JobRun.status == "queued")
+        .values(
+            status="running",
+            started_at=func.coalesce(JobRun.started_at, literal(now, JobRun.started_at.type)),
+            attempt_started_at=now,
+            attempt_done_from=JobRun.progress_done,
+            heartbeat_at=now,
+            worker=worker,
+            error=None,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    run = session.get(JobRun, run_id, populate_existing=True)
+    if run is None:
+        raise NotFound(f"job run {run_id} does not exist")
+    if not claimed:
+        raise Conflict(f"job run {run_id} is {run.status}, not queued")
     return run
 
 
@@ -146,6 +160,7 @@ def resume_run(session: Session, actor: Actor, run_id: int) -> JobRun:
     run = get_run(session, run_id)
     require_resumable(run)
     run.status = "queued"
+    run.queued_at = utcnow()
     run.cancel_requested = False
     run.finished_at = None
     run.worker = None
@@ -156,9 +171,11 @@ def resume_run(session: Session, actor: Actor, run_id: int) -> JobRun:
 
 
 def queued_before(session: Session, cutoff: datetime) -> list[int]:
-    """Return the ids of the runs still queued that were queued before ``cutoff``, oldest first."""
+    """Return the ids of the runs still queued that were last queued before ``cutoff``, oldest first."""
+    # Runs queued before queued_at was recorded have only their creation time.
+    queued_at = func.coalesce(JobRun.queued_at, JobRun.created_at)
     return list(session.scalars(
-        select(JobRun.id).where(JobRun.status == "queued", JobRun.created_at < cutoff).order_by(JobRun.id)
+        select(JobRun.id).where(JobRun.status == "queued", queued_at < cutoff).order_by(JobRun.id)
     ))
 
 

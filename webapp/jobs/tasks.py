@@ -36,24 +36,22 @@ def _reconcile_schedule(value: str) -> crontab:
 
 def register_tasks(huey: Huey, app: Flask) -> Tasks:
     """Register the app's tasks on ``huey``."""
-    from webapp.domain import jobs, operations
+    from webapp.domain import operations
     from webapp.domain.audit import SYSTEM
     from webapp.domain.errors import Conflict
-    from webapp.jobs.queue import requeue_lost_runs
     from webapp.jobs.runner import execute_run
+    from webapp.jobs.stale import requeue_lost_runs
     from webapp.jobs.stale import sweep_stale_runs as sweep
 
     @huey.task(name="run_job")
     def run_job(run_id: int) -> str:
         with app.app_context():
-            session = db.session()
-            if jobs.get_run(session, run_id).status != "queued":
+            try:
+                return execute_run(db.session(), run_id).status
+            except Conflict as taken:
                 # Handed out twice (see requeue_lost_runs), cancelled while waiting, or done.
-                session.rollback()
-                log.info("job run %s is no longer queued; nothing to run", run_id)
+                log.info("nothing to run: %s", taken)
                 return "not queued"
-            session.rollback()
-            return execute_run(session, run_id).status
 
     @huey.periodic_task(crontab(minute="*"), name="sweep_stale_runs")
     def sweep_stale_runs() -> int:

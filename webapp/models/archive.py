@@ -55,5 +55,6 @@ class ArchivedEventKey(Base):
     event_type: Mapped[str] = mapped_column(String(40), primary_key=True)
     source_model: Mapped[str] = mapped_column(String(40), primary_key=True)
     source_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    event_id: Mapped[int] = mapped_column(BigInteger)
+    # Indexed: a backfill's rollback looks up the archived events in its batches' id ranges.
+    event_id: Mapped[int] = mapped_column(BigInteger, index=True)
     file_id: Mapped[int] = mapped_column(ForeignKey("archive_files.id"), index=True)

@@ -32,6 +32,9 @@ class JobRun(CreatedAtMixin, Base):
     # Who started it without a staff account, e.g. "command line (alice@ops-1)".
     requested_via: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="queued")
+    # When it was last queued (started or resumed): the sweep hands the workers
+    # again a run queued for long with no task waiting for it.
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     progress_done: Mapped[int] = mapped_column(BigInteger, default=0)
     progress_total: Mapped[int | None] = mapped_column(BigInteger)
