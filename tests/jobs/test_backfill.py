@@ -905,3 +905,23 @@ def test_a_rollback_is_refused_while_some_of_the_runs_events_are_archived_until_
     assert event_count(session, origin="backfill") == 0
     assert stored_stats(session) == before
     assert_stats_exact(session)
+
+
+def test_archival_and_a_rollback_refuse_to_run_beside_each_other(session, history, tmp_path):
+    run = run_backfill(session)
+    cold = str(tmp_path / "cold")
+    with unit_of_work(session):
+        archive_id = archive.start_archive(session, SYSTEM, now=utcnow(), after_days=1, url=cold).id
+
+    with pytest.raises(Conflict, match=f"archive run {archive_id} is queued; a rollback waits"):
+        roll_back(session, run.id)
+    with unit_of_work(session):
+        jobs.request_cancel(session, SYSTEM, archive_id)
+        rollback_id = backfill.start_rollback(session, SYSTEM, run.id).id
+    with pytest.raises(Conflict, match=f"backfill rollback run {rollback_id} is queued"):
+        with unit_of_work(session):
+            archive.start_archive(session, SYSTEM, now=utcnow(), after_days=1, url=cold)
+    assert execute_run(session, rollback_id).status == "succeeded"
+    session.rollback()
+    assert event_count(session, origin="backfill") == 0
+    assert_stats_exact(session)

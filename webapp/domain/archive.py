@@ -564,13 +564,16 @@ def _chunks(values: Sequence, size: int) -> Iterator[Sequence]:
 
 
 def refuse_while_another_runs(session: Session) -> None:
-    """Refuse while an archive or restore run is queued or running (starting or resuming one).
+    """Refuse while an archive or restore run, or a backfill's rollback, is queued or running.
+
+    Archival moving a run's events while a rollback deletes them would leave
+    part of the run in cold storage after the rollback ended.
 
     :raise Conflict: naming that run.
     """
     busy = session.scalars(
         select(JobRun)
-        .where(JobRun.kind.in_(RUN_KINDS), JobRun.status.in_(_ACTIVE))
+        .where(JobRun.kind.in_((*RUN_KINDS, "backfill_rollback")), JobRun.status.in_(_ACTIVE))
         .order_by(JobRun.id)
     ).first()
     if busy is not None:

@@ -34,7 +34,6 @@ CLI own the transactions.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections import Counter, defaultdict, namedtuple
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -43,13 +42,13 @@ from functools import lru_cache
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select
+from sqlalchemy import and_, case, delete, func, or_, select, text
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from webapp.collection import fewer_collections
-from webapp.domain import jobs, monitoring
+from webapp.domain import archive, jobs, monitoring
 from webapp.domain.audit import Actor, record_audit
 from webapp.domain.errors import Conflict, Invalid
 from webapp.domain.projection import (
@@ -1345,9 +1344,9 @@ def plan_rollback(
     """Check a run can be rolled back and count what it would delete.
 
     :raise Conflict: while the run is active, while another backfill or
-        rollback is active, when any of its events was reversed after a
-        dispute or is the subject of a data-quality finding, or while any of
-        its events is in cold storage.
+        rollback or an archive or restore run is active, when any of its
+        events was reversed after a dispute or is the subject of a data-quality
+        finding, or while any of its events is in cold storage.
     """
     run = _backfill_run(session, run_id)
     if not run.is_finished:
@@ -1355,6 +1354,7 @@ def plan_rollback(
             f"backfill run {run_id} is {run.status}; cancel it and wait for it to stop first"
         )
     _refuse_while_another_runs(session, except_run=rollback_run_id)
+    _refuse_while_archiving(session)
     ranges = _event_ranges(ledger(session, run_id))
     if not ranges:
         return RollbackPlan(run_id, 0, 0, {})
@@ -1417,29 +1417,63 @@ def _refuse_if_referenced(session: Session, run_id: int, of_run: ColumnElement[b
 
 
 def _refuse_if_archived(session: Session, run_id: int, ranges: list[tuple[int, int]]) -> None:
-    """Refuse while events of the run's batches are in cold storage.
+    """Refuse while events in the run's batches' id ranges are in cold storage.
 
     A rollback deletes from the hot table only: an archived event would stay
     counted in the archived totals and keep its key, and the run would look
-    rolled back while part of it still counts.
+    rolled back while part of it still counts. Archived keys do not keep their
+    origin, so on PostgreSQL a live event whose id fell inside a batch's range
+    counts too, if it was archived: a refusal to be safe, never a wrong delete.
     """
-    keys = ArchivedEventKey.__table__
-    starts = [first for first, _last in ranges]
-    archived, files = 0, set()
-    for event_id, file_id in session.execute(
-        select(keys.c.event_id, keys.c.file_id).where(keys.c.event_id.between(ranges[0][0], ranges[-1][1]))
-    ):
-        batch = bisect_right(starts, event_id) - 1
-        if batch >= 0 and event_id <= ranges[batch][1]:
-            archived += 1
-            files.add(file_id)
+    per_file: Counter[int] = Counter()
+    for chunk in _chunks(_merged(ranges), _CHUNK):
+        per_file.update(dict(session.execute(_archived_in_ranges(len(chunk)), {
+            **{f"f{i}": first for i, (first, _last) in enumerate(chunk)},
+            **{f"l{i}": last for i, (_first, last) in enumerate(chunk)},
+        }).all()))
+    archived, files = sum(per_file.values()), sorted(per_file)
     if archived:
-        listed = ", ".join(map(str, sorted(files)[:10])) + (", ..." if len(files) > 10 else "")
+        listed = ", ".join(map(str, files[:10])) + (", ..." if len(files) > 10 else "")
         raise Conflict(
             f"backfill run {run_id} cannot be rolled back: {archived} of its events are in cold "
             f"storage (archive file {listed}), and a rollback deletes only events in the hot table. "
             "Restore those files (flask archive restore FILE_ID), then roll the run back; "
             "nothing was deleted"
+        )
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted id ranges with the touching ones joined: on SQLite a run's batches are mostly one range."""
+    merged: list[tuple[int, int]] = []
+    for first, last in ranges:
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+@lru_cache(maxsize=32)
+def _archived_in_ranges(count: int):
+    """Archived events per file whose ids fall in ``count`` ranges (binds f0, l0, f1, l1, ...)."""
+    listed = ", ".join(f"(:f{i}, :l{i})" for i in range(count))
+    return text(
+        "SELECT a.file_id, count(*) FROM archived_event_keys AS a "
+        f"JOIN (VALUES {listed}) AS r ON a.event_id BETWEEN r.column1 AND r.column2 "
+        "GROUP BY a.file_id"
+    )
+
+
+def _refuse_while_archiving(session: Session) -> None:
+    """Refuse a rollback while an archive or restore run is active: it could move the run's events meanwhile."""
+    busy = session.scalars(
+        select(JobRun).where(JobRun.kind.in_(archive.RUN_KINDS), JobRun.status.in_(ACTIVE_STATUSES))
+        .order_by(JobRun.id)
+    ).first()
+    if busy is not None:
+        raise Conflict(
+            f"{busy.kind.replace('_', ' ')} run {busy.id} is {busy.status}; a rollback waits for "
+            "archival to end, since it could move the run's events meanwhile; nothing was deleted"
         )
 
 
