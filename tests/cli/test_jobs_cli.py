@@ -28,3 +28,15 @@ def test_resuming_a_fix_while_another_fix_is_queued_is_refused_and_queues_nothin
     session.rollback()
     assert session.get(JobRun, first).status == "cancelled"
     assert "job.reconcile.resume" not in set(session.scalars(select(AuditEntry.action)))
+
+
+def test_resuming_a_reconciliation_says_nothing_of_the_backfills_request_rate_limit(runner, session):
+    first = queue_fix(session)
+    with unit_of_work(session):
+        jobs.request_cancel(session, SYSTEM, first)
+
+    result = runner.invoke(args=["jobs", "resume", str(first), "--queue"])
+
+    assert result.exit_code == 0, result.output
+    assert f"run {first} queued" in result.output
+    assert "counted per process" not in result.output

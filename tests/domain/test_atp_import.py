@@ -505,6 +505,23 @@ def test_the_cli_import_is_a_stored_run_that_can_be_handed_to_the_workers(runner
     assert count(session, JobRun) == 2
 
 
+def test_a_cancelled_import_is_not_resumed_while_another_import_is_queued(runner, session, data_dir):
+    write_singles(data_dir, 2019, [singles()])
+    assert runner.invoke(args=["import-atp", "--data-dir", str(data_dir), "--queue"]).exit_code == 0
+    first = session.scalars(select(JobRun)).one()
+    session.rollback()
+    assert runner.invoke(args=["jobs", "cancel", str(first.id)]).exit_code == 0
+    assert runner.invoke(args=["import-atp", "--data-dir", str(data_dir), "--queue"]).exit_code == 0
+    session.rollback()
+
+    refused = runner.invoke(args=["jobs", "resume", str(first.id), "--queue"])
+
+    assert refused.exit_code == 1
+    assert f"import run {first.id + 1} is queued; wait for it to end or cancel it" in refused.output
+    session.rollback()
+    assert session.get(JobRun, first.id).status == "cancelled"
+
+
 def run_backfill(session):
     """Turn the imported records into events, as ``flask backfill run`` does."""
     with unit_of_work(session):

@@ -270,6 +270,28 @@ def test_a_cancelled_export_is_not_resumed_while_another_export_of_the_player_is
     assert session.get(JobRun, cancelled.job_run_id).status == "cancelled"
 
 
+def test_an_export_is_resumed_by_privacy_staff_or_the_command_line_but_not_by_an_engineer(
+    session, privacy, make_player, make_staff, storage_url
+):
+    request_id = open_request(session, privacy, make_player("alice"))
+    cancelled = start(session, privacy, request_id, storage_url)
+    with unit_of_work(session):
+        jobs.request_cancel(session, privacy, cancelled.job_run_id)
+    engineer = Actor(staff_id=make_staff("engineer").id)
+
+    with pytest.raises(Forbidden, match="privacy staff and admins only"):
+        with unit_of_work(session):
+            operations.resume_job(session, engineer, cancelled.job_run_id, safeguards=Safeguards(now=NOW))
+    session.rollback()
+    assert session.get(JobRun, cancelled.job_run_id).status == "cancelled"
+
+    command_line = Actor(staff_id=None, via="command line (ops@host)")
+    with unit_of_work(session):
+        operations.resume_job(session, command_line, cancelled.job_run_id, safeguards=Safeguards(now=NOW))
+    session.rollback()
+    assert session.get(JobRun, cancelled.job_run_id).status == "queued"
+
+
 def test_a_crash_mid_export_fails_the_run_and_offers_no_file(
     session, privacy, history, storage_url, archive_url
 ):

@@ -17,6 +17,7 @@ from webapp.domain.errors import DomainError
 from webapp.extensions import db
 from webapp.jobs.queue import enqueue_run, start_in_process_consumer
 from webapp.jobs.runner import ProgressListener, execute_run, when_cancelled
+from webapp.models.jobs import JobRun
 from webapp.transaction import after_commit, unit_of_work
 from webapp.web.traffic import counts_every_process, current_request_rate
 
@@ -64,7 +65,9 @@ def resume_command(run_id: int, via_queue: bool, force: bool) -> None:
     app = current_app._get_current_object()
     queue_run(
         lambda session: operations.resume_job(
-            session, command_line_actor(), run_id, safeguards=safeguards_now(app, force)
+            session, command_line_actor(), run_id,
+            # Only a backfill is held to the request rate: only it hears about the limit.
+            safeguards=safeguards_now(app, force, warn=_is_backfill(session, run_id)),
         ).id,
         via_queue=via_queue,
     )
@@ -74,9 +77,17 @@ def resume_command(run_id: int, via_queue: bool, force: bool) -> None:
     run_in_foreground(run_id)
 
 
-def safeguards_now(app: Flask, force: bool) -> backfill.Safeguards:
-    """Return the safeguards a backfill starts or resumes under at this moment."""
-    if not counts_every_process(app):
+def _is_backfill(session: Session, run_id: int) -> bool:
+    run = session.get(JobRun, run_id)
+    return run is not None and run.kind == "backfill"
+
+
+def safeguards_now(app: Flask, force: bool, *, warn: bool = True) -> backfill.Safeguards:
+    """Return the safeguards a backfill starts or resumes under at this moment.
+
+    With ``warn``, say when the request rate they hold cannot include the web server's traffic.
+    """
+    if warn and not counts_every_process(app):
         click.secho(
             "warning: requests are counted per process (RATELIMIT_STORAGE_URI="
             f"{app.config['RATELIMIT_STORAGE_URI']}), so this command cannot see the web "

@@ -258,11 +258,7 @@ def start_import(session: Session, actor: Actor, data_dir: Path | str, *, years:
     if chunk_size < 1:
         raise Invalid(f"the chunk size must be at least 1, not {chunk_size}")
     plan = plan_import(data_dir, years=years, include_doubles=include_doubles)
-    busy = session.scalars(
-        select(JobRun).where(JobRun.kind == "import_atp", JobRun.status.in_(("queued", "running")))
-    ).first()
-    if busy is not None:
-        raise Conflict(f"import run {busy.id} is {busy.status}; wait for it to end or cancel it")
+    refuse_while_another_import(session)
     params = {
         "data_dir": str(plan.data_dir.resolve()),
         "years": f"{years.start}-{years.stop - 1}" if years else None,
@@ -270,6 +266,19 @@ def start_import(session: Session, actor: Actor, data_dir: Path | str, *, years:
         "chunk_size": chunk_size,
     }
     return jobs.queue_run(session, actor, "import_atp", params, total=len(plan.match_files))
+
+
+def refuse_while_another_import(session: Session) -> None:
+    """Refuse while an import run is queued or running (starting or resuming one): both would write the same records.
+
+    :raise Conflict: naming that run.
+    """
+    busy = session.scalars(
+        select(JobRun).where(JobRun.kind == "import_atp", JobRun.status.in_(("queued", "running")))
+        .order_by(JobRun.id)
+    ).first()
+    if busy is not None:
+        raise Conflict(f"import run {busy.id} is {busy.status}; wait for it to end or cancel it")
 
 
 @dataclass

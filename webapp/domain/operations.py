@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from webapp.domain import archive, backfill, gdpr_export
+from webapp.domain import archive, atp_import, backfill, gdpr_export
 from webapp.domain.audit import Actor
 from webapp.domain.errors import Conflict, NotFound
+from webapp.domain.gdpr_requests import require_gdpr_staff
 from webapp.domain.jobs import get_run, queue_run, require_resumable, resume_run
 from webapp.domain.reconciliation import StatDrift, require_player
 from webapp.models.jobs import JobRun
@@ -230,23 +231,26 @@ def resume_job(
 
     A run resumes only if one like it could start now, refused the same way:
     a backfill under its safeguards; a reconciliation fix, an archive or
-    restore, a backfill rollback or a player's export only while no run that
-    excludes it is queued or running (two fixes at once, for one, would apply
-    the same corrections twice, and the fix does not check again as it runs).
+    restore, a backfill rollback, an ATP import or a player's export only
+    while no run that excludes it is queued or running (two fixes at once, for
+    one, would apply the same corrections twice, and the fix does not check
+    again as it runs); a player's export only by privacy staff, as it was
+    started (the command line, with no staff account, may).
 
     :raise BackfillRefused: if a backfill safeguard refuses now.
     :raise Conflict: if the run cannot be resumed, or another run stands in its way.
     :raise IdentityNotVerified: for an export whose request is no longer verified.
+    :raise Forbidden: for an export resumed by staff without a GDPR role.
     """
     run = get_run(session, run_id)
     if run.kind == "backfill":
         return backfill.resume_backfill(session, actor, run_id, safeguards=safeguards)
     require_resumable(run)
-    _refuse_what_would_refuse_a_start(session, run)
+    _refuse_what_would_refuse_a_start(session, actor, run)
     return resume_run(session, actor, run_id)
 
 
-def _refuse_what_would_refuse_a_start(session: Session, run: JobRun) -> None:
+def _refuse_what_would_refuse_a_start(session: Session, actor: Actor, run: JobRun) -> None:
     params = run.params or {}
     if run.kind == "reconcile" and params.get("fix"):
         refuse_a_second_fix(session)
@@ -254,5 +258,9 @@ def _refuse_what_would_refuse_a_start(session: Session, run: JobRun) -> None:
         archive.refuse_while_another_runs(session)
     elif run.kind == "backfill_rollback":
         backfill.plan_rollback(session, int(params["run_id"]), rollback_run_id=run.id)
+    elif run.kind == "import_atp":
+        atp_import.refuse_while_another_import(session)
     elif run.kind == gdpr_export.EXPORT_KIND:
+        if actor.staff_id is not None:
+            require_gdpr_staff(session, actor)
         gdpr_export.refuse_unless_exportable(session, int(params["request_id"]))
