@@ -212,7 +212,7 @@ def _reconciliation_metrics(connection: Connection) -> Iterator[Metric]:
             select(table.c.status, func.count(), func.max(table.c.finished_at)).group_by(table.c.status)
         )
     }
-    for status in ("running", "succeeded", "failed"):
+    for status in ("running", "succeeded", "failed", "cancelled"):
         n, finished = by_status.get(status, (0, None))
         runs.add_metric([status], n)
         if finished is not None:

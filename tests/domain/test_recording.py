@@ -9,7 +9,14 @@ from sqlalchemy import delete, func, select
 
 from tests.conftest import T0, query_plan
 from webapp.domain.errors import Invalid
-from webapp.domain.recording import NewEvent, RecordStatus, record_event, record_events
+from webapp.domain.recording import (
+    NewEvent,
+    RecordStatus,
+    check_facts,
+    record_checked,
+    record_event,
+    record_events,
+)
 from webapp.models import ActivityEvent, DataQualityFinding, PlayerStats
 from webapp.transaction import unit_of_work
 
@@ -308,3 +315,55 @@ def test_an_event_id_is_never_handed_out_again_after_the_newest_events_were_dele
     with unit_of_work(session):
         later = record_event(session, won(alice, match_id=3))
     assert later.event_id > newest.event_id > first.event_id
+
+
+@pytest.mark.parametrize("fillers", [1, 12], ids=["few facts", "a batch"])
+def test_checked_facts_are_never_changed_so_they_record_the_same_after_a_rollback(
+    session, make_player, make_team, make_tournament, fillers
+):
+    alice, bob = make_player("alice"), make_player("bob")
+    team = make_team("Pair", [alice, bob])
+    secret = make_tournament("Invitational", is_private=True)
+    with unit_of_work(session):
+        original = record_event(session, NewEvent(
+            player_id=alice.id, event_type="tournament_won", occurred_at=T0, source_model="tournament_result",
+            source_id=5, team_id=team.id, tournament_id=secret.id, metadata={"is_team_win": True},
+        ))
+    unmarked = won(bob, match_id=1, tournament_id=secret.id)  # private by its tournament, not by the fact
+    reversal = NewEvent(
+        player_id=alice.id, event_type="tournament_won_reversed", occurred_at=T0 + timedelta(days=1),
+        source_model="dispute_resolution", source_id=1, origin="dispute", reverses_event_id=original.event_id,
+    )
+    facts = [unmarked, reversal, unmarked, *(won(bob, match_id=100 + n) for n in range(fillers))]
+    checked = check_facts(facts)
+    as_checked = [dict(row) for row in checked.rows]
+
+    with pytest.raises(RuntimeError, match="undone"):
+        with unit_of_work(session):
+            record_checked(session, checked)
+            raise RuntimeError("undone")
+    assert [dict(row) for row in checked.rows] == as_checked
+    with unit_of_work(session):
+        outcomes = record_checked(session, checked).outcomes
+
+    assert [o.status for o in outcomes[:3]] == [RecordStatus.RECORDED, RecordStatus.RECORDED, RecordStatus.DUPLICATE]
+    private_win, undone = (session.get(ActivityEvent, o.event_id) for o in outcomes[:2])
+    assert private_win.is_private
+    assert (undone.team_id, undone.tournament_id, undone.is_private) == (team.id, secret.id, True)
+    assert stats(session, bob, "public").get("matches_won", 0) == fillers
+    assert stats(session, bob)["matches_won"] == fillers + 1
+    assert stats(session, alice)["team_tournament_wins"] == 0
+
+
+def test_checked_facts_narrow_to_some_of_them_in_their_order(make_player):
+    alice = make_player("alice")
+    facts = [won(alice, match_id=n) for n in range(1, 5)]
+    checked = check_facts(facts)
+
+    narrowed = checked.subset([facts[1], facts[3]])
+
+    assert [row["source_id"] for row in narrowed.rows] == [2, 4]
+    assert narrowed.keys == [checked.keys[1], checked.keys[3]]
+    assert checked.subset(facts) is checked
+    with pytest.raises(ValueError, match="not a selection"):
+        checked.subset([won(alice, match_id=9)])

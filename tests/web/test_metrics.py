@@ -190,6 +190,7 @@ def test_database_figures_are_read_when_scraped(session, client, metrics_config,
     assert value(scraped, "activity_metrics_database_up") == 1
     assert value(scraped, "activity_reconciliation_runs_total", status="succeeded") == 1
     assert value(scraped, "activity_reconciliation_runs_total", status="failed") == 0
+    assert value(scraped, "activity_reconciliation_runs_total", status="cancelled") == 0
     assert value(scraped, "activity_reconciliation_drifted_players") == 1
     assert value(scraped, "activity_reconciliation_checked_players") == 2
     assert value(scraped, "activity_reconciliation_last_finished_timestamp_seconds", status="succeeded") > 0

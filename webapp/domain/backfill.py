@@ -736,8 +736,8 @@ def _preview(
     has_events: dict[str, bool] = {}
     while records := _read_batch(session, scope, position, batch_size):
         derived = _derive(session, records, None)
-        # Refused facts fail their rows, as they would in a run.
-        rows = _checked(_without_resolved(session, records, derived.rows))[0]
+        # Refused facts fail their rows, checked before the resolutions as in a run.
+        rows = _without_resolved(session, records, _checked(derived.rows)[0])
         private = {t.id: t.is_private for t in derived.tournaments.values()}
         facts = 0
         first_by_key: dict[tuple, NewEvent] = {}

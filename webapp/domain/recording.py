@@ -211,6 +211,7 @@ def _record_checked(session: Session, checked: CheckedFacts) -> BatchOutcome:
         _check_references(connection, rows, keys, now)
         raise
     inserted: dict[EventKey, int] = {}
+    # The first test spares a live result building a set of its one or two keys.
     if len(rows) <= _FEW_ROWS or len(set(keys)) <= _FEW_ROWS:
         # A live result: its insert checks the references itself (see _insert_few).
         inserted = _insert_few(
