@@ -68,15 +68,22 @@ def test_a_run_waiting_in_the_queue_is_not_handed_out_again(app, session, queue)
     assert waiting(queue, run_id) == 1
 
 
-def test_a_run_resumed_just_now_is_not_handed_out_again_however_old_it_is(app, session, queue, monkeypatch):
+def test_a_run_resumed_just_now_is_not_handed_out_again_however_long_ago_it_was_queued(
+    app, session, queue, monkeypatch
+):
     run_id = stored_queued_run(session)
+    long_ago = utcnow() - timedelta(days=3)
     with unit_of_work(session):
-        jobs.get_run(session, run_id).created_at = utcnow() - timedelta(days=3)
+        jobs.request_cancel(session, SYSTEM, run_id)
+        run = jobs.get_run(session, run_id)
+        run.created_at = run.queued_at = long_ago
+    with unit_of_work(session):
+        jobs.resume_run(session, SYSTEM, run_id)
     monkeypatch.setitem(app.config, "JOB_STALE_AFTER_SECONDS", 300)
 
     sweep(app)
 
-    assert waiting(queue, run_id) == 0, "queued a moment ago: its task may still be on its way"
+    assert waiting(queue, run_id) == 0, "resumed a moment ago: its task may still be on its way"
 
 
 def test_a_task_for_a_run_that_already_ran_leaves_it_alone(app, session, queue):
@@ -124,3 +131,40 @@ def test_of_two_workers_handed_the_same_run_at_once_one_runs_it(app, session, ba
     session.rollback()
     run = session.get(JobRun, run_id)
     assert (run.status, run.worker) == ("running", winners[0])
+
+
+def test_a_cancel_and_a_claim_at_the_same_moment_leave_one_outcome(app, session, backend):
+    if backend == "sqlite":
+        pytest.skip("SQLite writers queue at BEGIN IMMEDIATE, so two units of work never hold locks at once")
+    run_id = stored_queued_run(session)
+    both_read = threading.Barrier(2, timeout=10)
+
+    def at_once(act) -> None:
+        with app.app_context():
+            own = db.session()
+            try:
+                with unit_of_work(own):
+                    assert jobs.get_run(own, run_id).status == "queued"
+                    both_read.wait()
+                    act(own)
+            except Conflict:
+                pass
+            finally:
+                db.session.remove()
+
+    acts = [lambda own: jobs.start_run(own, run_id, "worker:1"),
+            lambda own: jobs.request_cancel(own, SYSTEM, run_id)]
+    threads = [threading.Thread(target=at_once, args=(act,)) for act in acts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    session.rollback()
+    run = session.get(JobRun, run_id)
+    # Either the cancel came first, or the worker did and is asked to stop: never a
+    # cancelled run that a worker is running, which a resume would hand to a second.
+    assert (run.status, run.cancel_requested) in {("cancelled", True), ("running", True)}, (
+        run.status, run.cancel_requested, run.worker
+    )
+    assert (run.status == "running") == (run.worker == "worker:1")

@@ -40,6 +40,10 @@ def queue_run(session: Session, actor: Actor, kind: str, params: dict[str, Any] 
     return run
 
 
+class NotQueued(Conflict):
+    """The run could not be claimed: it is no longer queued (taken by another worker, cancelled, done)."""
+
+
 def get_run(session: Session, run_id: int) -> JobRun:
     run = session.get(JobRun, run_id)
     if run is None:
@@ -54,7 +58,7 @@ def start_run(session: Session, run_id: int, worker: str) -> JobRun:
     (see ``webapp.jobs.stale.requeue_lost_runs``), on PostgreSQL the second
     waits for the first's row lock, then finds the run no longer queued.
 
-    :raise Conflict: if the run is not queued (already running elsewhere, finished or cancelled).
+    :raise NotQueued: if the run is not queued (already running elsewhere, finished or cancelled).
     """
     now = utcnow()
     claimed = session.execute(
@@ -75,7 +79,7 @@ def start_run(session: Session, run_id: int, worker: str) -> JobRun:
     if run is None:
         raise NotFound(f"job run {run_id} does not exist")
     if not claimed:
-        raise Conflict(f"job run {run_id} is {run.status}, not queued")
+        raise NotQueued(f"job run {run_id} is {run.status}, not queued")
     return run
 
 
@@ -129,14 +133,25 @@ def cancel_run(session: Session, run_id: int) -> JobRun:
 
 
 def request_cancel(session: Session, actor: Actor, run_id: int) -> JobRun:
-    """Ask a run to stop at its next batch boundary; a queued run is cancelled at once."""
-    run = get_run(session, run_id)
-    if run.is_finished:
-        raise Conflict(f"job run {run_id} has already {run.status}")
-    run.cancel_requested = True
-    if run.status == "queued":
-        run.status = "cancelled"
-        run.finished_at = utcnow()
+    """Ask a run to stop at its next batch boundary; a queued run is cancelled at once.
+
+    A queued run is cancelled by one conditional update, as ``start_run`` claims
+    it: of a cancel and a worker's claim at the same moment, one wins, and a
+    run a worker took meanwhile is asked to stop like any running run.
+    """
+    cancelled = session.execute(
+        update(JobRun)
+        .where(JobRun.id == run_id, JobRun.status == "queued")
+        .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    run = session.get(JobRun, run_id, populate_existing=True)
+    if run is None:
+        raise NotFound(f"job run {run_id} does not exist")
+    if not cancelled:
+        if run.is_finished:
+            raise Conflict(f"job run {run_id} has already {run.status}")
+        run.cancel_requested = True
     record_audit(session, actor, f"job.{run.kind}.cancel", target_type="job", target_id=run.id)
     session.flush()
     return run

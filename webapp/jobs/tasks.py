@@ -39,6 +39,7 @@ def register_tasks(huey: Huey, app: Flask) -> Tasks:
     from webapp.domain import operations
     from webapp.domain.audit import SYSTEM
     from webapp.domain.errors import Conflict
+    from webapp.domain.jobs import NotQueued
     from webapp.jobs.runner import execute_run
     from webapp.jobs.stale import requeue_lost_runs
     from webapp.jobs.stale import sweep_stale_runs as sweep
@@ -48,7 +49,7 @@ def register_tasks(huey: Huey, app: Flask) -> Tasks:
         with app.app_context():
             try:
                 return execute_run(db.session(), run_id).status
-            except Conflict as taken:
+            except NotQueued as taken:
                 # Handed out twice (see requeue_lost_runs), cancelled while waiting, or done.
                 log.info("nothing to run: %s", taken)
                 return "not queued"
