@@ -925,3 +925,25 @@ def test_archival_and_a_rollback_refuse_to_run_beside_each_other(session, histor
     session.rollback()
     assert event_count(session, origin="backfill") == 0
     assert_stats_exact(session)
+
+
+def test_an_archive_run_queued_beside_a_rollback_at_the_same_moment_refuses_when_it_begins(
+    session, history, tmp_path
+):
+    run = run_backfill(session)
+    with unit_of_work(session):
+        rollback_id = backfill.start_rollback(session, SYSTEM, run.id).id
+        # What a start at the very same moment could store: its own check saw no rollback yet.
+        archive_id = jobs.queue_run(session, SYSTEM, "archive", {
+            "now": utcnow().isoformat(), "after_days": 1, "url": str(tmp_path / "cold"),
+            "hold_player_ids": [],
+        }).id
+
+    archived = execute_run(session, archive_id)
+
+    assert archived.status == "failed"
+    assert f"backfill rollback run {rollback_id} is queued" in archived.error
+    assert execute_run(session, rollback_id).status == "succeeded"
+    session.rollback()
+    assert event_count(session, origin="backfill") == 0
+    assert_stats_exact(session)

@@ -563,17 +563,20 @@ def _chunks(values: Sequence, size: int) -> Iterator[Sequence]:
 # Runs.
 
 
-def refuse_while_another_runs(session: Session) -> None:
+def refuse_while_another_runs(session: Session, *, except_run: int | None = None) -> None:
     """Refuse while an archive or restore run, or a backfill's rollback, is queued or running.
 
     Archival moving a run's events while a rollback deletes them would leave
-    part of the run in cold storage after the rollback ended.
+    part of the run in cold storage after the rollback ended. Checked when a
+    run is started or resumed, and again when a worker begins it
+    (``except_run``: itself), since two starts at one moment both pass the first.
 
     :raise Conflict: naming that run.
     """
     busy = session.scalars(
         select(JobRun)
         .where(JobRun.kind.in_((*RUN_KINDS, "backfill_rollback")), JobRun.status.in_(_ACTIVE))
+        .where(JobRun.id != (except_run or 0))
         .order_by(JobRun.id)
     ).first()
     if busy is not None:

@@ -765,8 +765,8 @@ def _preview(
             rows_read=len(records),
             events_inserted=new,
             duplicates=facts - new,
-            rejected_forfeit=sum(row.rejected_forfeit for row in rows),
-            rejected_no_show=sum(row.rejected_no_show for row in rows),
+            rejected_forfeit=sum(row.rejected_forfeit for row in rows if not row.error),
+            rejected_no_show=sum(row.rejected_no_show for row in rows if not row.error),
             failed=len(errors),
             skipped_undecided=sum(row.skipped for row in rows),
         )

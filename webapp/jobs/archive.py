@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 def archive_procedure(session: Session, context) -> dict[str, Any]:
     """Archive every month with eligible events, oldest first, from the run's checkpoint."""
+    archive.refuse_while_another_runs(session, except_run=context.run_id)
+    session.rollback()
     params = context.params
     now = datetime.fromisoformat(params["now"])
     holds = set(params.get("hold_player_ids") or ())
@@ -107,6 +109,8 @@ def restore_procedure(session: Session, context) -> dict[str, Any]:
     params = context.params
     storage = archive.ArchiveStorage(params["url"])
     context.raise_if_cancelled()
+    archive.refuse_while_another_runs(session, except_run=context.run_id)
+    session.rollback()
     with unit_of_work(session):
         result = archive.restore_archive(session, storage, int(params["file_id"]))
         context.progress(result.events_in_file, total=result.events_in_file)
