@@ -947,3 +947,40 @@ def test_an_archive_run_queued_beside_a_rollback_at_the_same_moment_refuses_when
     session.rollback()
     assert event_count(session, origin="backfill") == 0
     assert_stats_exact(session)
+
+
+def test_a_run_failed_as_stale_while_its_worker_still_runs_stops_writing_and_resumes_whole(
+    app, session, history
+):
+    run_id = start(session, batch_size=2, pause_seconds=0.5)
+    sweeps: list[threading.Thread] = []
+
+    def sweep_after_the_first_batch(done: int, total: int | None) -> None:
+        # Called inside the first batch's unit of work: the sweep waits for its commit,
+        # then finds the run silent (a limit of 0) while the worker pauses.
+        if not sweeps:
+            def sweep() -> None:
+                with app.app_context():
+                    own = db.session()
+                    with unit_of_work(own):
+                        jobs.fail_stale_runs(own, timedelta(0))
+                    db.session.remove()
+
+            sweeps.append(threading.Thread(target=sweep))
+            sweeps[0].start()
+
+    stopped = execute_run(session, run_id, listeners=[sweep_after_the_first_batch])
+    sweeps[0].join(30)
+    session.rollback()
+
+    assert stopped.status == "failed" and "no heartbeat" in stopped.error, stopped.error
+    lines = ledger(session, run_id)
+    assert [line.committed for line in lines] == [True], "no batch written after the sweep"
+    assert event_count(session, origin_id=run_id) == lines[0].counts.events_inserted
+    assert_stats_exact(session)
+
+    resumed = resume(session, run_id)
+    assert resumed.status == "succeeded", resumed.error
+    assert resumed.result["events_inserted"] == event_count(session, origin="backfill")
+    assert parity(session, run_id).ok
+    assert_stats_exact(session)

@@ -44,6 +44,32 @@ class NotQueued(Conflict):
     """The run could not be claimed: it is no longer queued (taken by another worker, cancelled, done)."""
 
 
+class RunTakenOver(Conflict):
+    """The worker no longer holds its run: the sweep failed it as stale, and it may run elsewhere since."""
+
+
+def hold(session: Session, run_id: int, worker: str) -> None:
+    """Check ``worker`` still holds the run, and keep it: a heartbeat that locks the row until the commit.
+
+    A worker that went silent past the stale limit (one long transaction, a
+    stalled machine) finds its run failed by the sweep, perhaps resumed by
+    staff on another worker: it must not write another batch, nor the run's end.
+
+    :raise RunTakenOver: if the run is no longer running on ``worker``.
+    """
+    held = session.execute(
+        update(JobRun)
+        .where(JobRun.id == run_id, JobRun.status == "running", JobRun.worker == worker)
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not held:
+        raise RunTakenOver(
+            f"job run {run_id} is no longer held by worker {worker} (failed as stale, or resumed "
+            "elsewhere); this attempt stops without writing more"
+        )
+
+
 def get_run(session: Session, run_id: int) -> JobRun:
     run = session.get(JobRun, run_id)
     if run is None:
@@ -84,8 +110,13 @@ def start_run(session: Session, run_id: int, worker: str) -> JobRun:
 
 
 def record_progress(session: Session, run_id: int, *, done: int, total: int | None = None,
-                    checkpoint: dict[str, Any] | None = None) -> JobRun:
-    """Store progress and the checkpoint to resume from; counts as a heartbeat."""
+                    checkpoint: dict[str, Any] | None = None, worker: str | None = None) -> JobRun:
+    """Store progress and the checkpoint to resume from; counts as a heartbeat.
+
+    :raise RunTakenOver: given the ``worker`` storing it, if it no longer holds the run (``hold``).
+    """
+    if worker is not None:
+        hold(session, run_id, worker)
     run = get_run(session, run_id)
     if run.attempt_done_from is not None and done < run.attempt_done_from:
         # The procedure counts again from zero (an ATP import or an export starts over):

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from webapp.domain import backfill
 from webapp.domain.audit import Actor
-from webapp.domain.jobs import get_run
+from webapp.domain.jobs import RunTakenOver, get_run
 from webapp.transaction import run_in_unit_of_work, unit_of_work
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ def backfill_procedure(session: Session, context) -> dict[str, Any]:
                 line = run_in_unit_of_work(
                     session, partial(_record_batch, context, prepared, batch_no, done, total)
                 )
+            except RunTakenOver:
+                raise  # the run is no longer this worker's to write to, not even its ledger
             except Exception as exc:
                 _note_failed_attempt(session, run_id, batch_no, exc)
                 raise

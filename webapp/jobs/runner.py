@@ -83,10 +83,17 @@ class JobContext:
     params: dict[str, Any]
     checkpoint: dict[str, Any] | None
     listeners: list[ProgressListener] = field(default_factory=list)
+    # The worker running it: progress is stored only while it still holds the run.
+    worker: str | None = None
 
     def progress(self, done: int, *, total: int | None = None, checkpoint: dict[str, Any] | None = None) -> None:
-        """Record progress inside the procedure's current unit of work (flush only)."""
-        jobs.record_progress(self.session, self.run_id, done=done, total=total, checkpoint=checkpoint)
+        """Record progress inside the procedure's current unit of work (flush only).
+
+        :raise RunTakenOver: if the worker no longer holds the run; its unit of work must roll back.
+        """
+        jobs.record_progress(
+            self.session, self.run_id, done=done, total=total, checkpoint=checkpoint, worker=self.worker
+        )
         if checkpoint is not None:
             self.checkpoint = checkpoint
         for listener in self.listeners:
@@ -121,30 +128,41 @@ def procedures() -> dict[str, Procedure]:
 def execute_run(session: Session, run_id: int, *, worker: str | None = None,
                 listeners: list[ProgressListener] | None = None) -> JobRun:
     """Run a queued job run to its end and return it (succeeded, failed or cancelled)."""
+    worker = worker or worker_name()
     with unit_of_work(session):
-        run = jobs.start_run(session, run_id, worker or worker_name())
+        run = jobs.start_run(session, run_id, worker)
         kind, params, checkpoint = run.kind, dict(run.params or {}), run.checkpoint
     procedure = procedures().get(kind)
-    context = JobContext(session, run_id, params, checkpoint, list(listeners or []))
+    context = JobContext(session, run_id, params, checkpoint, list(listeners or []), worker)
     try:
-        if procedure is None:
-            raise RuntimeError(f"no procedure for job kind {kind!r}")
-        with fewer_collections():
-            result = procedure(session, context)
-    except JobCancelled:
+        try:
+            if procedure is None:
+                raise RuntimeError(f"no procedure for job kind {kind!r}")
+            with fewer_collections():
+                result = procedure(session, context)
+        except JobCancelled:
+            session.rollback()
+            with unit_of_work(session):
+                jobs.hold(session, run_id, worker)
+                jobs.cancel_run(session, run_id)
+        except jobs.RunTakenOver:
+            raise
+        except Exception as exc:
+            session.rollback()
+            log.exception("job run %s (%s) failed", run_id, kind)
+            message = "".join(traceback.format_exception_only(exc)).strip()
+            with unit_of_work(session):
+                jobs.hold(session, run_id, worker)
+                jobs.fail_run(session, run_id, f"{message}\n\n{traceback.format_exc()}")
+            if kind != "reconcile":  # a failed reconciliation raises its own alert
+                raise_alert_now(session, "job_failed", failed_subject(kind, run_id), {"error": message})
+        else:
+            with unit_of_work(session):
+                jobs.hold(session, run_id, worker)
+                jobs.finish_run(session, run_id, result)
+    except jobs.RunTakenOver as lost:
+        # The sweep has failed the run and alerted; it is the sweep's, or a new attempt's, now.
         session.rollback()
-        with unit_of_work(session):
-            jobs.cancel_run(session, run_id)
-    except Exception as exc:
-        session.rollback()
-        log.exception("job run %s (%s) failed", run_id, kind)
-        message = "".join(traceback.format_exception_only(exc)).strip()
-        with unit_of_work(session):
-            jobs.fail_run(session, run_id, f"{message}\n\n{traceback.format_exc()}")
-        if kind != "reconcile":  # a failed reconciliation raises its own alert
-            raise_alert_now(session, "job_failed", failed_subject(kind, run_id), {"error": message})
-    else:
-        with unit_of_work(session):
-            jobs.finish_run(session, run_id, result)
+        log.warning("%s", lost)
     session.rollback()
     return jobs.get_run(session, run_id)
