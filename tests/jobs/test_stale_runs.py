@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select, text
 
@@ -9,6 +12,7 @@ from tests.domain.test_recording import won
 from webapp.domain import jobs
 from webapp.domain.audit import SYSTEM
 from webapp.domain.recording import record_event
+from webapp.extensions import db
 from webapp.jobs.runner import execute_run
 from webapp.models import JobRun, ReconciliationRun
 from webapp.transaction import unit_of_work
@@ -110,3 +114,36 @@ def test_a_sweep_that_finds_no_dead_worker_alerts_nobody(session, webhook, sweep
 
     assert sweep() == 0
     assert webhook.received == []
+
+
+def test_two_sweeps_at_the_same_moment_fail_a_dead_workers_run_once(
+    app, session, webhook, backend
+):
+    if backend == "sqlite":
+        pytest.skip("SQLite writers queue at BEGIN IMMEDIATE, so two units of work never hold locks at once")
+    run_id = queue(session, "backfill", batch_size=100)
+    with unit_of_work(session):
+        jobs.start_run(session, run_id, "gone-host:1")
+    first_has_read = threading.Event()
+    second_done = threading.Event()
+    failed_by: dict[str, list[int]] = {}
+
+    def sweep(name: str, first: bool) -> None:
+        with app.app_context():
+            own = db.session()
+            with unit_of_work(own):
+                failed_by[name] = [run.id for run in jobs.fail_stale_runs(own, timedelta(0))]
+                if first:  # holds its transaction open until the other sweep has looked
+                    first_has_read.set()
+                    second_done.wait(10)
+            db.session.remove()
+
+    first = threading.Thread(target=sweep, args=("first", True))
+    first.start()
+    first_has_read.wait(10)
+    sweep("second", False)
+    second_done.set()
+    first.join(30)
+
+    assert failed_by == {"first": [run_id], "second": []}
+    assert fresh(session, JobRun, run_id).status == "failed"

@@ -226,10 +226,17 @@ def queued_before(session: Session, cutoff: datetime) -> list[int]:
 
 
 def fail_stale_runs(session: Session, stale_after: timedelta, now: datetime | None = None) -> list[JobRun]:
-    """Fail running runs whose worker has not sent a heartbeat for ``stale_after``."""
+    """Fail running runs whose worker has not sent a heartbeat for ``stale_after``.
+
+    On PostgreSQL the runs are locked as they are read, skipping any locked
+    already: by another sweep at the same moment (each run is failed, and
+    alerted, once) or by its worker writing a batch (then it is alive).
+    """
     now = now or utcnow()
     stale = session.scalars(
-        select(JobRun).where(JobRun.status == "running", JobRun.heartbeat_at < now - stale_after)
+        select(JobRun)
+        .where(JobRun.status == "running", JobRun.heartbeat_at < now - stale_after)
+        .with_for_update(skip_locked=True)
     ).all()
     for run in stale:
         run.status = "failed"
