@@ -952,18 +952,25 @@ def test_an_archive_run_queued_beside_a_rollback_at_the_same_moment_refuses_when
 def test_a_run_failed_as_stale_while_its_worker_still_runs_stops_writing_and_resumes_whole(
     app, session, history
 ):
-    run_id = start(session, batch_size=2, pause_seconds=0.5)
+    run_id = start(session, batch_size=4, pause_seconds=1.0)
     sweeps: list[threading.Thread] = []
 
     def sweep_after_the_first_batch(done: int, total: int | None) -> None:
-        # Called inside the first batch's unit of work: the sweep waits for its commit,
-        # then finds the run silent (a limit of 0) while the worker pauses.
+        # Called inside the first batch's unit of work. The sweep waits for that
+        # batch's commit, then, while the worker pauses, finds the run silent (a
+        # limit of 0); the worker holds the run's row only while writing a batch.
         if not sweeps:
             def sweep() -> None:
                 with app.app_context():
                     own = db.session()
+                    deadline = time.monotonic() + 20
+                    while not backfill.ledger(own, run_id):
+                        assert time.monotonic() < deadline, "the first batch never committed"
+                        own.rollback()
+                        time.sleep(0.01)
+                    own.rollback()
                     with unit_of_work(own):
-                        jobs.fail_stale_runs(own, timedelta(0))
+                        assert [run.id for run in jobs.fail_stale_runs(own, timedelta(0))] == [run_id]
                     db.session.remove()
 
             sweeps.append(threading.Thread(target=sweep))
