@@ -907,6 +907,14 @@ def test_a_rollback_is_refused_while_some_of_the_runs_events_are_archived_until_
     assert_stats_exact(session)
 
 
+def assert_rolled_back_whole(session, rollback_id: int) -> None:
+    """The rollback runs to its end: no backfill event is left and the stats are exact."""
+    assert execute_run(session, rollback_id).status == "succeeded"
+    session.rollback()
+    assert event_count(session, origin="backfill") == 0
+    assert_stats_exact(session)
+
+
 def test_archival_and_a_rollback_refuse_to_run_beside_each_other(session, history, tmp_path):
     run = run_backfill(session)
     cold = str(tmp_path / "cold")
@@ -921,10 +929,7 @@ def test_archival_and_a_rollback_refuse_to_run_beside_each_other(session, histor
     with pytest.raises(Conflict, match=f"backfill rollback run {rollback_id} is queued"):
         with unit_of_work(session):
             archive.start_archive(session, SYSTEM, now=utcnow(), after_days=1, url=cold)
-    assert execute_run(session, rollback_id).status == "succeeded"
-    session.rollback()
-    assert event_count(session, origin="backfill") == 0
-    assert_stats_exact(session)
+    assert_rolled_back_whole(session, rollback_id)
 
 
 def test_an_archive_run_queued_beside_a_rollback_at_the_same_moment_refuses_when_it_begins(
@@ -943,10 +948,7 @@ def test_an_archive_run_queued_beside_a_rollback_at_the_same_moment_refuses_when
 
     assert archived.status == "failed"
     assert f"backfill rollback run {rollback_id} is queued" in archived.error
-    assert execute_run(session, rollback_id).status == "succeeded"
-    session.rollback()
-    assert event_count(session, origin="backfill") == 0
-    assert_stats_exact(session)
+    assert_rolled_back_whole(session, rollback_id)
 
 
 def test_a_run_failed_as_stale_while_its_worker_still_runs_stops_writing_and_resumes_whole(

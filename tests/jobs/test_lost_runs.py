@@ -1,4 +1,4 @@
-"""A run stored as queued but never handed to the queue (the enqueue after its commit failed) is handed out again."""
+"""Handing runs to workers: a run the queue never got is handed out again, and a run is claimed once."""
 
 from __future__ import annotations
 
@@ -98,36 +98,47 @@ def test_a_task_for_a_run_that_already_ran_leaves_it_alone(app, session, queue):
     assert (run.status, run.finished_at) == ("succeeded", finished)
 
 
-def test_of_two_workers_handed_the_same_run_at_once_one_runs_it(app, session, backend):
-    if backend == "sqlite":
-        pytest.skip("SQLite writers queue at BEGIN IMMEDIATE, so two units of work never hold locks at once")
-    run_id = stored_queued_run(session)
-    both_read = threading.Barrier(2, timeout=10)
-    claims: list[str] = []
+def at_the_same_moment(app, run_id: int, *acts) -> list:
+    """Run each act in a unit of work of its own, all of them once each has seen the run queued.
 
-    def claim(worker: str) -> None:
+    Return what each act returned, or the Conflict it raised, in the order given.
+    """
+    all_read = threading.Barrier(len(acts), timeout=10)
+    outcomes: list = [None] * len(acts)
+
+    def act_at_once(n: int, act) -> None:
         with app.app_context():
             own = db.session()
             try:
                 with unit_of_work(own):
-                    # Each worker has seen the run queued before either claims it.
                     assert jobs.get_run(own, run_id).status == "queued"
-                    both_read.wait()
-                    jobs.start_run(own, run_id, worker)
-                claims.append(worker)
-            except Conflict:
-                claims.append("refused")
+                    all_read.wait()
+                    outcomes[n] = act(own)
+            except Conflict as refused:
+                outcomes[n] = refused
             finally:
                 db.session.remove()
 
-    workers = [threading.Thread(target=claim, args=(f"worker:{n}",)) for n in (1, 2)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(30)
+    threads = [threading.Thread(target=act_at_once, args=(n, act)) for n, act in enumerate(acts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return outcomes
 
-    winners = [c for c in claims if c != "refused"]
-    assert len(claims) == 2 and len(winners) == 1, claims
+
+def test_of_two_workers_handed_the_same_run_at_once_one_runs_it(app, session, backend):
+    if backend == "sqlite":
+        pytest.skip("SQLite writers queue at BEGIN IMMEDIATE, so two units of work never hold locks at once")
+    run_id = stored_queued_run(session)
+
+    outcomes = at_the_same_moment(
+        app, run_id, *(lambda own, w=worker: jobs.start_run(own, run_id, w).worker
+                       for worker in ("worker:1", "worker:2"))
+    )
+
+    winners = [o for o in outcomes if isinstance(o, str)]
+    assert len(winners) == 1 and sum(isinstance(o, Conflict) for o in outcomes) == 1, outcomes
     session.rollback()
     run = session.get(JobRun, run_id)
     assert (run.status, run.worker) == ("running", winners[0])
@@ -137,28 +148,12 @@ def test_a_cancel_and_a_claim_at_the_same_moment_leave_one_outcome(app, session,
     if backend == "sqlite":
         pytest.skip("SQLite writers queue at BEGIN IMMEDIATE, so two units of work never hold locks at once")
     run_id = stored_queued_run(session)
-    both_read = threading.Barrier(2, timeout=10)
 
-    def at_once(act) -> None:
-        with app.app_context():
-            own = db.session()
-            try:
-                with unit_of_work(own):
-                    assert jobs.get_run(own, run_id).status == "queued"
-                    both_read.wait()
-                    act(own)
-            except Conflict:
-                pass
-            finally:
-                db.session.remove()
-
-    acts = [lambda own: jobs.start_run(own, run_id, "worker:1"),
-            lambda own: jobs.request_cancel(own, SYSTEM, run_id)]
-    threads = [threading.Thread(target=at_once, args=(act,)) for act in acts]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    at_the_same_moment(
+        app, run_id,
+        lambda own: jobs.start_run(own, run_id, "worker:1"),
+        lambda own: jobs.request_cancel(own, SYSTEM, run_id),
+    )
 
     session.rollback()
     run = session.get(JobRun, run_id)

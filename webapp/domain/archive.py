@@ -64,7 +64,6 @@ DELETE_CHUNK = 5_000
 HELD, REVERSAL, FINDING = "held", "reversal", "data_quality_finding"
 EXCLUSION_REASONS = (HELD, REVERSAL, FINDING)
 
-_ACTIVE = ("queued", "running")
 # The job kinds of which only one run may be queued or running at a time.
 RUN_KINDS = ("archive", "archive_restore")
 
@@ -573,12 +572,7 @@ def refuse_while_another_runs(session: Session, *, except_run: int | None = None
 
     :raise Conflict: naming that run.
     """
-    busy = session.scalars(
-        select(JobRun)
-        .where(JobRun.kind.in_((*RUN_KINDS, "backfill_rollback")), JobRun.status.in_(_ACTIVE))
-        .where(JobRun.id != (except_run or 0))
-        .order_by(JobRun.id)
-    ).first()
+    busy = jobs.first_active_run(session, (*RUN_KINDS, "backfill_rollback"), except_run=except_run)
     if busy is not None:
         raise Conflict(
             f"{busy.kind.replace('_', ' ')} run {busy.id} is {busy.status}; wait for it to end or "

@@ -273,10 +273,7 @@ def refuse_while_another_import(session: Session) -> None:
 
     :raise Conflict: naming that run.
     """
-    busy = session.scalars(
-        select(JobRun).where(JobRun.kind == "import_atp", JobRun.status.in_(("queued", "running")))
-        .order_by(JobRun.id)
-    ).first()
+    busy = jobs.first_active_run(session, ("import_atp",))
     if busy is not None:
         raise Conflict(f"import run {busy.id} is {busy.status}; wait for it to end or cancel it")
 

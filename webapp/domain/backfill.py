@@ -80,7 +80,7 @@ from webapp.models.archive import ArchivedEventKey
 from webapp.models.base import utcnow
 from webapp.models.competitions import Match, Registration, Tournament, TournamentResult
 from webapp.models.disputes import MatchResolution
-from webapp.models.jobs import BackfillBatch, JobRun
+from webapp.models.jobs import ACTIVE_STATUSES, BackfillBatch, JobRun
 from webapp.models.stats import SCOPES, STAT_NAMES
 
 DEFAULT_BATCH_SIZE = 500
@@ -123,7 +123,6 @@ _PLAIN = (
 )
 
 DECIDED_STATES = ("completed", "forfeit")
-ACTIVE_STATUSES = ("queued", "running")
 
 
 class BackfillRefused(Conflict):
@@ -920,14 +919,7 @@ def _check_batch_size(batch_size: int) -> None:
 
 
 def _refuse_while_another_runs(session: Session, except_run: int | None = None) -> None:
-    busy = session.scalars(
-        select(JobRun)
-        .where(
-            JobRun.kind.in_(("backfill", "backfill_rollback")), JobRun.status.in_(ACTIVE_STATUSES)
-        )
-        .where(JobRun.id != (except_run or 0))
-        .order_by(JobRun.id)
-    ).first()
+    busy = jobs.first_active_run(session, ("backfill", "backfill_rollback"), except_run=except_run)
     if busy is not None:
         raise Conflict(
             f"{busy.kind.replace('_', ' ')} run {busy.id} is {busy.status}; "
@@ -1466,10 +1458,7 @@ def _archived_in_ranges(count: int):
 
 def _refuse_while_archiving(session: Session) -> None:
     """Refuse a rollback while an archive or restore run is active: it could move the run's events meanwhile."""
-    busy = session.scalars(
-        select(JobRun).where(JobRun.kind.in_(archive.RUN_KINDS), JobRun.status.in_(ACTIVE_STATUSES))
-        .order_by(JobRun.id)
-    ).first()
+    busy = jobs.first_active_run(session, archive.RUN_KINDS)
     if busy is not None:
         raise Conflict(
             f"{busy.kind.replace('_', ' ')} run {busy.id} is {busy.status}; a rollback waits for "

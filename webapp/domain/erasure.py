@@ -82,12 +82,14 @@ from sqlalchemy import JSON, String, Text, cast, delete, func, literal, select, 
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from webapp.domain.archive import RUN_KINDS as ARCHIVE_RUN_KINDS
 from webapp.domain.archive import ArchiveStorage, rewrite_files, scan_files
 from webapp.domain.audit import Actor, record_audit
 from webapp.domain.disputes import players_with_open_disputes
 from webapp.domain.errors import Conflict, Invalid
 from webapp.domain.gdpr_export import ExportStorage, export_in_progress
 from webapp.domain.gdpr_requests import get_request, log_entry, require_gdpr_staff, require_verified
+from webapp.domain.jobs import first_active_run
 from webapp.domain.privacy import DELETED_PLAYER
 from webapp.models import Base
 from webapp.models.activity import ActivityEvent
@@ -95,7 +97,6 @@ from webapp.models.archive import ArchivedEventKey, ArchiveFile
 from webapp.models.base import utcnow
 from webapp.models.gdpr import GdprRequest
 from webapp.models.gdpr_exports import GdprExport
-from webapp.models.jobs import JobRun
 from webapp.models.players import Player
 from webapp.models.stats import PlayerStats
 from webapp.transaction import after_commit
@@ -191,14 +192,10 @@ def _refuse_while_busy(session: Session, request: GdprRequest) -> None:
             f"GDPR request {request.id}: an export of the player's data is running; wait for it "
             "to finish or cancel it"
         )
-    restoring = session.scalar(
-        select(JobRun.id).where(
-            JobRun.kind.in_(("archive", "archive_restore")), JobRun.status.in_(("queued", "running"))
-        )
-    )
+    restoring = first_active_run(session, ARCHIVE_RUN_KINDS)
     if restoring is not None:
         raise ErasureRefused(
-            f"GDPR request {request.id}: archive run {restoring} is moving events to or from "
+            f"GDPR request {request.id}: archive run {restoring.id} is moving events to or from "
             "cold storage; wait for it to end"
         )
 

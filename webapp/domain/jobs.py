@@ -9,6 +9,7 @@ time left are measured over the current attempt alone.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from webapp.domain.audit import Actor, record_audit
 from webapp.domain.errors import Conflict, NotFound
 from webapp.models.base import utcnow
-from webapp.models.jobs import FINISHED_STATUSES, JobRun
+from webapp.models.jobs import ACTIVE_STATUSES, FINISHED_STATUSES, JobRun
 
 JOB_KINDS = ("backfill", "backfill_rollback", "reconcile", "archive", "archive_restore", "import_atp",
              "gdpr_export")
@@ -70,6 +71,30 @@ def hold(session: Session, run_id: int, worker: str) -> None:
         )
 
 
+def first_active_run(
+    session: Session, kinds: Iterable[str], *, except_run: int | None = None
+) -> JobRun | None:
+    """The oldest queued or running run of one of ``kinds``, other than ``except_run``; None if none.
+
+    What the rules that keep kinds of runs apart (one backfill at a time, no
+    rollback beside archival, ...) look for before a run starts or resumes.
+    """
+    return session.scalars(
+        select(JobRun)
+        .where(JobRun.kind.in_(tuple(kinds)), JobRun.status.in_(ACTIVE_STATUSES))
+        .where(JobRun.id != (except_run or 0))
+        .order_by(JobRun.id)
+    ).first()
+
+
+def _reloaded(session: Session, run_id: int) -> JobRun:
+    """The run as stored now, after a statement that changed it behind the session's back."""
+    run = session.get(JobRun, run_id, populate_existing=True)
+    if run is None:
+        raise NotFound(f"job run {run_id} does not exist")
+    return run
+
+
 def get_run(session: Session, run_id: int) -> JobRun:
     run = session.get(JobRun, run_id)
     if run is None:
@@ -101,9 +126,7 @@ def start_run(session: Session, run_id: int, worker: str) -> JobRun:
         )
         .execution_options(synchronize_session=False)
     ).rowcount
-    run = session.get(JobRun, run_id, populate_existing=True)
-    if run is None:
-        raise NotFound(f"job run {run_id} does not exist")
+    run = _reloaded(session, run_id)
     if not claimed:
         raise NotQueued(f"job run {run_id} is {run.status}, not queued")
     return run
@@ -176,9 +199,7 @@ def request_cancel(session: Session, actor: Actor, run_id: int) -> JobRun:
         .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
         .execution_options(synchronize_session=False)
     ).rowcount
-    run = session.get(JobRun, run_id, populate_existing=True)
-    if run is None:
-        raise NotFound(f"job run {run_id} does not exist")
+    run = _reloaded(session, run_id)
     if not cancelled:
         if run.is_finished:
             raise Conflict(f"job run {run_id} has already {run.status}")
@@ -295,6 +316,7 @@ def recent_runs(session: Session, kind: str | None = None, limit: int = 50) -> l
 
 
 __all__ = [
+    "ACTIVE_STATUSES",
     "FINISHED_STATUSES",
     "JOB_KINDS",
     "RunProgress",

@@ -135,34 +135,38 @@ def execute_run(session: Session, run_id: int, *, worker: str | None = None,
     procedure = procedures().get(kind)
     context = JobContext(session, run_id, params, checkpoint, list(listeners or []), worker)
     try:
-        try:
-            if procedure is None:
-                raise RuntimeError(f"no procedure for job kind {kind!r}")
-            with fewer_collections():
-                result = procedure(session, context)
-        except JobCancelled:
-            session.rollback()
-            with unit_of_work(session):
-                jobs.hold(session, run_id, worker)
-                jobs.cancel_run(session, run_id)
-        except jobs.RunTakenOver:
-            raise
-        except Exception as exc:
-            session.rollback()
-            log.exception("job run %s (%s) failed", run_id, kind)
-            message = "".join(traceback.format_exception_only(exc)).strip()
-            with unit_of_work(session):
-                jobs.hold(session, run_id, worker)
-                jobs.fail_run(session, run_id, f"{message}\n\n{traceback.format_exc()}")
-            if kind != "reconcile":  # a failed reconciliation raises its own alert
-                raise_alert_now(session, "job_failed", failed_subject(kind, run_id), {"error": message})
-        else:
-            with unit_of_work(session):
-                jobs.hold(session, run_id, worker)
-                jobs.finish_run(session, run_id, result)
+        if procedure is None:
+            raise RuntimeError(f"no procedure for job kind {kind!r}")
+        with fewer_collections():
+            result = procedure(session, context)
+    except JobCancelled:
+        session.rollback()
+        _store_end(session, run_id, worker, lambda: jobs.cancel_run(session, run_id))
     except jobs.RunTakenOver as lost:
         # The sweep has failed the run and alerted; it is the sweep's, or a new attempt's, now.
         session.rollback()
         log.warning("%s", lost)
+    except Exception as exc:
+        session.rollback()
+        log.exception("job run %s (%s) failed", run_id, kind)
+        message = "".join(traceback.format_exception_only(exc)).strip()
+        error = f"{message}\n\n{traceback.format_exc()}"
+        failed = _store_end(session, run_id, worker, lambda: jobs.fail_run(session, run_id, error))
+        if failed and kind != "reconcile":  # a failed reconciliation raises its own alert
+            raise_alert_now(session, "job_failed", failed_subject(kind, run_id), {"error": message})
+    else:
+        _store_end(session, run_id, worker, lambda: jobs.finish_run(session, run_id, result))
     session.rollback()
     return jobs.get_run(session, run_id)
+
+
+def _store_end(session: Session, run_id: int, worker: str, store: Callable[[], object]) -> bool:
+    """Store how the attempt ended, if ``worker`` still holds the run; say whether it did."""
+    try:
+        with unit_of_work(session):
+            jobs.hold(session, run_id, worker)
+            store()
+    except jobs.RunTakenOver as lost:
+        log.warning("%s", lost)
+        return False
+    return True

@@ -13,6 +13,7 @@ from webapp.models.base import Base, BigId, CreatedAtMixin, UTCDateTime
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+ACTIVE_STATUSES = ("queued", "running")
 
 
 class JobRun(CreatedAtMixin, Base):
