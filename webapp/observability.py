@@ -25,8 +25,9 @@ class Observation:
     """One finished operation: how long it took and what it was about.
 
     ``details`` holds what the operation adds: for RECORD_EVENTS the ``session``,
-    the ``facts`` given and the ``outcome`` (a BatchOutcome). An operation that
-    raised is not reported.
+    and either the ``facts`` given and the ``outcome`` (a BatchOutcome) or, for
+    facts recorded from the driver's values, ``outcome_counts`` (events per
+    status, type and origin). An operation that raised is not reported.
     """
 
     operation: str

@@ -112,7 +112,7 @@ def observe(observation: observability.Observation) -> None:
     if observation.operation == observability.RECORD_EVENTS:
         RECORDING_SECONDS.observe(observation.seconds)
         details = observation.details
-        counts = _outcome_counts(details["facts"], details["outcome"])
+        counts = details.get("outcome_counts") or _outcome_counts(details["facts"], details["outcome"])
         if counts:
             try:
                 after_commit(details["session"], lambda: _count(counts))

@@ -13,7 +13,9 @@ from webapp.domain.recording import (
     NewEvent,
     RecordStatus,
     check_facts,
+    convert_checked,
     record_checked,
+    record_converted,
     record_event,
     record_events,
 )
@@ -367,3 +369,95 @@ def test_checked_facts_narrow_to_some_of_them_in_their_order(make_player):
     assert checked.subset(facts) is checked
     with pytest.raises(ValueError, match="not a selection"):
         checked.subset([won(alice, match_id=9)])
+
+
+# Facts converted ahead for the driver (a batch prepared in another process).
+
+
+def converted(session, facts):
+    return convert_checked(check_facts(facts), session.get_bind().dialect)
+
+
+def stored_events(session) -> list[tuple]:
+    found = [
+        (e.player_id, e.event_type, e.source_id, e.occurred_at, e.team_id, e.tournament_id, e.is_private,
+         e.details)
+        for e in session.scalars(select(ActivityEvent).order_by(ActivityEvent.player_id, ActivityEvent.source_id))
+    ]
+    session.rollback()
+    return found
+
+
+def all_stats(session) -> dict:
+    found = {(s.player_id, s.scope): s.as_dict() for s in session.scalars(select(PlayerStats))}
+    session.rollback()
+    return found
+
+
+def test_converted_facts_are_recorded_as_record_events_records_them(
+    session, make_player, make_team, make_tournament
+):
+    alice, bob, carol = make_player("alice"), make_player("bob"), make_player("carol")
+    team = make_team("Red", [bob, carol])
+    hidden = make_tournament("Hidden Cup", is_private=True)
+    facts = [
+        won(alice, match_id=3),
+        won(bob, match_id=1, team_id=team.id, tournament_id=hidden.id),
+        won(carol, match_id=1, team_id=team.id, tournament_id=hidden.id),
+        won(alice, match_id=2, occurred_at=T0 + timedelta(hours=5)),
+    ]
+    with unit_of_work(session):
+        ids = record_converted(session, converted(session, facts))
+    by_converted = (stored_events(session), all_stats(session))
+    assert ids is not None and len(ids) == 4 and len(set(ids)) == 4
+
+    with unit_of_work(session):
+        session.execute(delete(ActivityEvent))
+        session.execute(delete(PlayerStats))
+    with unit_of_work(session):
+        assert len(record_events(session, facts).recorded) == 4
+    assert (stored_events(session), all_stats(session)) == by_converted
+    # A private tournament's events are private, and count in the "all" scope only.
+    assert all(event[6] for event in by_converted[0] if event[5] == hidden.id)
+    assert (bob.id, "public") not in by_converted[1]
+
+
+@pytest.mark.parametrize("spoiler", ["repeat", "unknown player", "unknown tournament", "not a member"])
+def test_converted_facts_that_need_the_general_way_write_nothing(
+    session, make_player, make_team, make_tournament, spoiler
+):
+    alice, bob = make_player("alice"), make_player("bob")
+    team = make_team("Red", [alice], joined_at=T0 - timedelta(days=1))
+    with unit_of_work(session):
+        record_event(session, won(alice, match_id=1))
+    before = (stored_events(session), all_stats(session))
+    facts = [won(bob, match_id=n) for n in range(2, 6)]
+    facts.append({
+        "repeat": won(alice, match_id=1),
+        "unknown player": won(alice, match_id=9, player_id=alice.id + 999),
+        "unknown tournament": won(alice, match_id=9, tournament_id=make_tournament().id + 999),
+        "not a member": won(alice, match_id=9, team_id=team.id, occurred_at=T0 - timedelta(days=2)),
+    }[spoiler])
+
+    with unit_of_work(session):
+        assert record_converted(session, converted(session, facts)) is None
+    assert (stored_events(session), all_stats(session)) == before
+
+
+def test_reversals_are_not_converted_ahead(session, make_player):
+    alice = make_player("alice")
+    with unit_of_work(session):
+        original = record_event(session, won(alice))
+    reversal = NewEvent(
+        player_id=alice.id, event_type="match_won_reversed", occurred_at=T0, source_model="dispute",
+        source_id=1, origin="dispute", reverses_event_id=original.event_id,
+    )
+    assert convert_checked(check_facts([reversal]), session.get_bind().dialect) is None
+
+
+def test_converted_facts_are_recorded_only_on_the_database_they_were_converted_for(session, make_player):
+    alice = make_player("alice")
+    facts = converted(session, [won(alice)])
+    elsewhere = facts._replace(dialect="postgresql" if facts.dialect == "sqlite" else "sqlite")
+    with pytest.raises(ValueError, match="converted for"), unit_of_work(session):
+        record_converted(session, elsewhere)

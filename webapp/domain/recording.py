@@ -192,6 +192,123 @@ def _recorded(session: Session, checked: CheckedFacts, started: float) -> BatchO
     return outcome
 
 
+class ConvertedFacts(NamedTuple):
+    """Checked facts as the database driver takes them, sorted by key; their recording time is set later.
+
+    What a batch prepared in another process comes back as: tuples of numbers
+    and text (on PostgreSQL, and times) cross a process boundary at a fraction
+    of what the facts would cost, whose times and metadata mappings would be
+    built again on arrival only to be converted.
+    """
+
+    dialect: str
+    values: list[tuple]  # _INSERT_COLUMNS order
+
+
+def convert_checked(checked: CheckedFacts, dialect: Dialect) -> ConvertedFacts | None:
+    """Convert checked facts for ``dialect``'s driver; ``None`` for facts only ``record_checked`` takes.
+
+    A reversal takes its team, tournament and privacy from the event it
+    reverses when it is recorded, so facts with one are not converted ahead.
+    """
+    rows = checked.rows
+    if any(row["reverses_event_id"] is not None for row in rows):
+        return None
+    keys = checked.keys
+    in_key_order = sorted(range(len(rows)), key=keys.__getitem__)
+    return ConvertedFacts(dialect.name, _event_values(dialect)([rows[i] for i in in_key_order], utcnow()))
+
+
+def record_converted(session: Session, converted: ConvertedFacts) -> list[int] | None:
+    """Record converted facts when every one is new and passes its checks; return their event ids, in order.
+
+    Otherwise return ``None`` with nothing written: the facts are then for
+    ``record_checked``, which names what is wrong with a fact and tells a repeat
+    from a conflict. The checks are ``record_checked``'s (players and
+    tournaments exist, a private tournament's events are private, team members
+    were members at the time, nothing is in cold storage already), made on the
+    driver's values.
+    """
+    values = converted.values
+    if not values:
+        return []
+    started = perf_counter()
+    if session.autoflush:
+        session.flush()
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name != converted.dialect:
+        raise ValueError(f"facts converted for {converted.dialect}, recorded on {dialect.name}")
+    now = utcnow()
+    stored_time = _driver_time(dialect)
+    youngest = stored_time(now - YOUNGEST_ARCHIVABLE)
+    archivable = [(v[0], v[1], v[4], v[5]) for v in values if v[2] < youngest]
+    if archivable and not run_on_driver(connection, _ANY_ARCHIVED_KEY):
+        archivable = []
+    values = _with_references_checked(connection, values, archivable)
+    if values is None or not _members_at_the_time(connection, values):
+        return None
+    at = stored_time(now)
+    with session.begin_nested() as savepoint:
+        connection = session.connection()  # emits the SAVEPOINT
+        inserted = _values_insert(dialect)(connection, [(*v[:3], at, *v[4:]) for v in values])
+        if len(inserted) != len(values):  # a repeat, within the facts or of a stored event
+            savepoint.rollback()
+            return None
+        add_stat_rows(
+            connection,
+            counted_stat_rows(Counter((v[0], v[1], v[8] is not None, bool(v[10])) for v in values)),
+        )
+    observability.notify(
+        RECORD_EVENTS,
+        perf_counter() - started,
+        {"session": session, "outcome_counts": Counter((RecordStatus.RECORDED, v[1], v[6]) for v in values)},
+    )
+    return [inserted[(v[0], v[1], v[4], v[5])] for v in values]
+
+
+def _with_references_checked(
+    connection: Connection, values: list[tuple], archivable: list[EventKey]
+) -> list[tuple] | None:
+    """``values`` with events in private tournaments made private.
+
+    ``None`` if a player or tournament is unknown or one of the ``archivable``
+    keys is in cold storage already.
+    """
+    player_ids = sorted({v[0] for v in values})
+    tournament_ids = sorted({v[9] for v in values if v[9] is not None})
+    known_players, private, archived = _lookup_references(connection, player_ids, tournament_ids, archivable)
+    if archived or len(known_players) != len(player_ids) or len(private) != len(tournament_ids):
+        return None
+    if not any(private.values()):
+        return values
+    made_private = _private_value(connection.dialect)
+    return [
+        (*v[:10], made_private, *v[11:]) if v[9] is not None and private[v[9]] and not v[10] else v
+        for v in values
+    ]
+
+
+@lru_cache(maxsize=8)
+def _private_value(dialect: Dialect) -> Any:
+    column = ActivityEvent.__table__.c.is_private
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return process(True) if process else True
+
+
+def _members_at_the_time(connection: Connection, values: list[tuple]) -> bool:
+    """Whether every team event's player was a member of its team when it happened."""
+    team_events = [v for v in values if v[8] is not None]
+    if not team_events:
+        return True
+    # Interval ends converted as event times are, so the driver's values compare as the times do.
+    stored_time, as_stored = _stored_time(connection.dialect), _driver_time(connection.dialect)
+    spans = _membership_spans(
+        connection, {(v[8], v[0]) for v in team_events}, lambda value: as_stored(stored_time(value))
+    )
+    return all(_was_member(spans, v[8], v[0], v[2]) for v in team_events)
+
+
 def _record_checked(session: Session, checked: CheckedFacts) -> BatchOutcome:
     if not checked.rows:
         return BatchOutcome([])
@@ -497,22 +614,63 @@ def _check_reversals(session: Session, rows: list[Mapping[str, Any]], reversals:
 def _check_team_membership(session: Session, rows: list[Mapping[str, Any]]) -> None:
     if not rows:
         return
-    pairs = sorted({(row["team_id"], row["player_id"]) for row in rows})
-    intervals: dict[tuple[int, int], list[tuple[datetime, datetime | None]]] = {}
-    for chunk in _chunks(pairs, _CHUNK // 2):
-        for team_id, player_id, joined_at, left_at in _select_by_keys(
-            session, TeamMembership.__table__, ("team_id", "player_id"),
-            ("team_id", "player_id", "joined_at", "left_at"), chunk,
-        ):
-            intervals.setdefault((team_id, player_id), []).append((joined_at, left_at))
+    connection = session.connection()
+    spans = _membership_spans(
+        connection, {(row["team_id"], row["player_id"]) for row in rows}, _stored_time(connection.dialect)
+    )
     for row in rows:
-        at = row["occurred_at"]
-        spans = intervals.get((row["team_id"], row["player_id"]), [])
-        if not any(joined <= at and (left is None or at < left) for joined, left in spans):
+        if not _was_member(spans, row["team_id"], row["player_id"], row["occurred_at"]):
             raise Invalid(
                 f"{row['event_type']} for player {row['player_id']}: not a member of team "
-                f"{row['team_id']} at {at.isoformat()}"
+                f"{row['team_id']} at {row['occurred_at'].isoformat()}"
             )
+
+
+Span = tuple[Any, Any]  # (joined_at, left_at or None), as times or as the driver's values of them
+
+
+def _membership_spans(
+    connection: Connection, pairs: Iterable[tuple[int, int]], convert: Callable[[Any], Any]
+) -> dict[tuple[int, int], list[Span]]:
+    """The membership intervals of the ``(team_id, player_id)`` pairs, their ends passed through ``convert``.
+
+    Written out for the driver: a batch's thousands of pairs give a statement of
+    a new length every time, which SQLAlchemy would compile afresh each time.
+    """
+    mark = "%s" if connection.dialect.name == "postgresql" else "?"
+    spans: dict[tuple[int, int], list[Span]] = {}
+    for chunk in _chunks(sorted(pairs), _CHUNK // 2):
+        for team_id, player_id, joined_at, left_at in run_on_driver(
+            connection, _membership_sql(mark, len(chunk)), tuple(chain.from_iterable(chunk))
+        ):
+            spans.setdefault((team_id, player_id), []).append(
+                (convert(joined_at), None if left_at is None else convert(left_at))
+            )
+    return spans
+
+
+@lru_cache(maxsize=64)
+def _membership_sql(mark: str, pairs: int) -> str:
+    # A join on a VALUES list, which searches the membership index (see _by_keys_statement).
+    listed = ", ".join([f"({mark}, {mark})"] * pairs)
+    return (
+        "SELECT m.team_id, m.player_id, m.joined_at, m.left_at "
+        f"FROM (VALUES {listed}) AS k JOIN team_memberships AS m "
+        "ON m.team_id = k.column1 AND m.player_id = k.column2"
+    )
+
+
+def _was_member(spans: Mapping[tuple[int, int], list[Span]], team_id: int, player_id: int, at: Any) -> bool:
+    return any(
+        joined <= at and (left is None or at < left) for joined, left in spans.get((team_id, player_id), ())
+    )
+
+
+@lru_cache(maxsize=8)
+def _stored_time(dialect: Dialect) -> Callable[[Any], Any]:
+    """Turn a time as the driver returns it into the aware datetime the models give."""
+    column = TeamMembership.__table__.c.joined_at
+    return column.type.dialect_impl(dialect).result_processor(dialect, None) or (lambda value: value)
 
 
 def _insert_and_count(connection: Connection, rows: list[Mapping[str, Any]], now: datetime) -> dict[EventKey, int]:
@@ -689,9 +847,7 @@ def _event_values(dialect: Dialect) -> Callable[[list[Mapping[str, Any]], dateti
     for name in set(_INSERT_COLUMNS) - set(_PROCESSED_COLUMNS):
         if table.c[name].type.dialect_impl(dialect).bind_processor(dialect) is not None:
             raise RuntimeError(f"activity_events.{name} needs a bind processor the insert does not apply")
-    occurred, recorded = processors["occurred_at"], processors["recorded_at"]
-    if dialect.name == "sqlite":
-        occurred, recorded = quicker_sqlite_time(occurred), quicker_sqlite_time(recorded)
+    occurred = recorded = _driver_time(dialect)
     private, metadata = processors["is_private"], processors["metadata"]
 
     def values(rows: list[Mapping[str, Any]], now: datetime) -> list[tuple]:
@@ -709,16 +865,34 @@ def _event_values(dialect: Dialect) -> Callable[[list[Mapping[str, Any]], dateti
 
 
 @lru_cache(maxsize=8)
+def _driver_time(dialect: Dialect) -> Callable[[datetime], Any]:
+    """Convert an aware time as the event columns' bind processor does (on SQLite, a checked equivalent)."""
+    column = ActivityEvent.__table__.c.occurred_at
+    process = column.type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+    return quicker_sqlite_time(process) if dialect.name == "sqlite" else process
+
+
+@lru_cache(maxsize=8)
 def _event_insert(dialect: Dialect) -> _EventInsert:
-    """Build the idempotent insert of event rows for ``dialect``.
+    """The idempotent insert of event rows for ``dialect``: their values converted, then ``_values_insert``."""
+    values, insert = _event_values(dialect), _values_insert(dialect)
+
+    def insert_rows(connection: Connection, rows: list[Mapping[str, Any]], now: datetime) -> dict[EventKey, int]:
+        return insert(connection, values(rows, now))
+
+    return insert_rows
+
+
+@lru_cache(maxsize=8)
+def _values_insert(dialect: Dialect) -> Callable[[Connection, list[tuple]], dict[EventKey, int]]:
+    """Build the idempotent insert of event values (converted, ``_INSERT_COLUMNS`` order) for ``dialect``.
 
     The statements are written out once per dialect and run through the driver,
-    with values converted by the columns' own bind processors: SQLAlchemy's
+    with values the columns' own bind processors converted (``_event_values``): SQLAlchemy's
     per-row parameter handling (and, on PostgreSQL, psycopg parsing a multi-row
     VALUES list of thousands of placeholders) cost more than the insert itself.
     On PostgreSQL the rows go as one array per column in a single statement.
     """
-    values = _event_values(dialect)
     columns = ", ".join(_INSERT_COLUMNS)
 
     def listed(mark: str) -> Callable[[int], str]:
@@ -742,8 +916,7 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
             + _ON_CONFLICT_RETURNING
         )
 
-        def insert(connection: Connection, rows: list[Mapping[str, Any]], now: datetime) -> dict[EventKey, int]:
-            given = values(rows, now)
+        def insert(connection: Connection, given: list[tuple]) -> dict[EventKey, int]:
             result = run_on_driver(
                 connection, sql, {f"c{i}": list(column) for i, column in enumerate(zip(*given))}
             )
@@ -754,9 +927,9 @@ def _event_insert(dialect: Dialect) -> _EventInsert:
         raise RuntimeError(f"unsupported database dialect {dialect.name!r}")
     statement = listed("?")
 
-    def insert(connection: Connection, rows: list[Mapping[str, Any]], now: datetime) -> dict[EventKey, int]:
+    def insert(connection: Connection, given: list[tuple]) -> dict[EventKey, int]:
         inserted: dict[EventKey, int] = {}
-        for chunk in _chunks(values(rows, now), _SQLITE_ROWS_PER_INSERT):
+        for chunk in _chunks(given, _SQLITE_ROWS_PER_INSERT):
             flat = tuple(chain.from_iterable(chunk))
             for r in run_on_driver(connection, statement(len(chunk)), flat):
                 inserted[(r[1], r[2], r[3], r[4])] = r[0]
