@@ -596,6 +596,32 @@ def test_a_backfill_batch_read_before_a_resolution_records_the_resolution_not_th
     assert not find_drift(session).drifts
 
 
+def test_a_packed_batch_read_before_a_resolution_is_left_for_the_general_way_with_nothing_written(
+    session, make_player, make_tournament, make_match, staff
+):
+    # A batch prepared in another process comes back packed, without its facts.
+    from tests.jobs.test_backfill import ALL_HISTORY, start
+    from webapp.domain import backfill
+
+    alice, bob = make_player(), make_player()
+    match = make_match(make_tournament(), alice, bob, winner="a")  # never recorded live
+    run_id = start(session)
+    prepared = backfill.prepare_batch(session, run_id, ALL_HISTORY, backfill.START, 500)
+    packed = backfill.pack_batch(prepared, backfill.START, session.get_bind().dialect)
+    session.rollback()
+    assert packed.counts.rows_read == 1 and len(packed.converted.values) == 2
+
+    report(session, match)
+    resolve(session, staff, match, "b")
+    events_before = session.scalar(select(func.count()).select_from(ActivityEvent))
+    with unit_of_work(session):
+        assert backfill.record_packed_batch(session, run_id, 1, packed) is None
+    assert session.scalar(select(func.count()).select_from(ActivityEvent)) == events_before
+    assert backfill.ledger(session, run_id) == []
+    session.rollback()
+    assert stats(session, bob) == {"matches_played": 1, "matches_won": 1}
+
+
 def test_a_match_whose_events_are_in_cold_storage_is_resolved_only_after_restoring_them(
     session, app, tmp_path, monkeypatch, make_player, make_tournament, make_match, staff
 ):

@@ -44,6 +44,7 @@ from typing import Any
 
 from sqlalchemy import and_, case, delete, func, or_, select, text
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -59,10 +60,13 @@ from webapp.domain.projection import (
 )
 from webapp.domain.recording import (
     CheckedFacts,
+    ConvertedFacts,
     NewEvent,
     RecordStatus,
     check_facts,
+    convert_checked,
     record_checked,
+    record_converted,
     record_events,
 )
 from webapp.domain.results import (
@@ -539,16 +543,35 @@ def record_batch(session: Session, run_id: int, batch_no: int, prepared: Prepare
     if rows is not prepared.rows:
         checked = checked.subset([fact for row in rows for fact in row.facts])
     inserted_ids, duplicates, rows = _record(session, rows, checked)
-    failures = [row.error for row in rows if row.error]
-    counts = BatchCounts(
-        rows_read=len(records),
-        events_inserted=len(inserted_ids),
-        duplicates=duplicates,
+    counts = _row_counts(rows, len(records))
+    counts = replace(counts, events_inserted=len(inserted_ids), duplicates=duplicates)
+    return _add_ledger_line(
+        session, run_id, batch_no, counts, inserted_ids, prepared.after, prepared.started_at,
+        [row.error for row in rows if row.error],
+    )
+
+
+def _row_counts(rows: list[_RowFacts], rows_read: int) -> BatchCounts:
+    """What the rows of a batch say of themselves: rules applied, failures, undecided matches."""
+    return BatchCounts(
+        rows_read=rows_read,
         rejected_forfeit=sum(row.rejected_forfeit for row in rows if not row.error),
         rejected_no_show=sum(row.rejected_no_show for row in rows if not row.error),
-        failed=len(failures),
+        failed=sum(1 for row in rows if row.error),
         skipped_undecided=sum(row.skipped for row in rows),
     )
+
+
+def _add_ledger_line(
+    session: Session,
+    run_id: int,
+    batch_no: int,
+    counts: BatchCounts,
+    inserted_ids: list[int],
+    after: Position,
+    started_at: datetime,
+    failures: list[str],
+) -> BatchLine:
     line = BackfillBatch(
         run_id=run_id,
         batch_no=batch_no,
@@ -556,14 +579,79 @@ def record_batch(session: Session, run_id: int, batch_no: int, prepared: Prepare
         first_event_id=min(inserted_ids) if inserted_ids else None,
         last_event_id=max(inserted_ids) if inserted_ids else None,
         # The ledger has no column for undecided matches; their count rides with the position.
-        checkpoint_after={**prepared.after.as_checkpoint(), "skipped_undecided": counts.skipped_undecided},
-        started_at=prepared.started_at,
+        checkpoint_after={**after.as_checkpoint(), "skipped_undecided": counts.skipped_undecided},
+        started_at=started_at,
         finished_at=utcnow(),
         error="\n".join(failures[:ERRORS_KEPT]) or None,
     )
     session.add(line)
     session.flush()
     return BatchLine.of(line)
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """A prepared batch as its events' driver values and its rows' counts.
+
+    What a batch prepared in another process comes back as (see
+    ``webapp.jobs.preparation``): the facts themselves would cost more to send
+    than to derive again. ``record_packed_batch`` records it when nothing
+    needs the facts; otherwise the batch is prepared again where it is
+    recorded, from ``start``.
+    """
+
+    start: Position
+    after: Position
+    started_at: datetime
+    # The batch's matches and tournament results, for what dispute resolutions corrected.
+    match_ids: list[int]
+    result_ids: list[int]
+    counts: BatchCounts
+    failures: list[str]
+    converted: ConvertedFacts
+
+
+def pack_batch(prepared: PreparedBatch, start: Position, dialect: Dialect) -> PackedBatch | None:
+    """Pack a batch prepared after ``start`` for ``dialect``; ``None`` if its facts cannot be converted ahead."""
+    converted = convert_checked(prepared.checked, dialect)
+    if converted is None:
+        return None
+    rows = prepared.rows
+    return PackedBatch(
+        start=start,
+        after=prepared.after,
+        started_at=prepared.started_at,
+        match_ids=[key.after_id for key, _ in prepared.records if key.stage == _MATCHES],
+        result_ids=[key.after_id for key, _ in prepared.records if key.stage == _RESULT],
+        counts=_row_counts(rows, len(prepared.records)),
+        failures=[row.error for row in rows if row.error],
+        converted=converted,
+    )
+
+
+def record_packed_batch(session: Session, run_id: int, batch_no: int, packed: PackedBatch) -> BatchLine | None:
+    """Record a packed batch and its ledger line (flush only) when every event is new and passes its checks.
+
+    Otherwise return ``None`` with nothing written, and the batch is to be
+    prepared again and recorded by ``record_batch``: a dispute resolution has
+    corrected one of its records, an event is a repeat, or recording refuses
+    one and must say which record it came from.
+    """
+    if _any_resolved(session, packed.match_ids, packed.result_ids):
+        return None
+    inserted_ids = record_converted(session, packed.converted)
+    if inserted_ids is None:
+        return None
+    return _add_ledger_line(
+        session, run_id, batch_no, replace(packed.counts, events_inserted=len(inserted_ids)), inserted_ids,
+        packed.after, packed.started_at, packed.failures,
+    )
+
+
+def _any_resolved(session: Session, match_ids: list[int], result_ids: list[int]) -> bool:
+    if session.scalar(select(MatchResolution.id).limit(1)) is None:
+        return False
+    return bool(resolved_match_ids(session, match_ids) or resolved_result_ids(session, result_ids))
 
 
 def process_batch(
