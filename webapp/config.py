@@ -102,6 +102,14 @@ class BaseConfig:
         self.BACKFILL_PAUSE_SECONDS = float(os.environ.get("BACKFILL_PAUSE_SECONDS", "0.05"))
         self.BACKFILL_PEAK_WINDOW = os.environ.get("BACKFILL_PEAK_WINDOW", "06:00-23:59")
         self.BACKFILL_MAX_REQUEST_RATE = float(os.environ.get("BACKFILL_MAX_REQUEST_RATE", "50"))
+        # A backfill with at least this many records left to read has its batches
+        # prepared by a process of its own ("off": never); below it, starting
+        # that process costs more than it saves.
+        preparation = os.environ.get("BACKFILL_PREPARATION_PROCESS_FROM", "20000")
+        self.BACKFILL_PREPARATION_PROCESS_FROM = None if preparation == "off" else int(preparation)
+        # How that process starts: "auto" forks a worker with no other thread and
+        # starts a new interpreter otherwise; "fork" or "interpreter" always.
+        self.BACKFILL_PREPARATION_START = os.environ.get("BACKFILL_PREPARATION_START", "auto")
 
         # Archival: events older than this many days move to gzip JSON-lines files
         # under ARCHIVE_URL, a folder or any fsspec URL (s3://... with its package).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -142,78 +141,6 @@ def assert_every_batch_whole(session, run_id) -> None:
         )
         assert stored == line.counts.events_inserted, f"batch {line.batch_no}"
     session.rollback()
-
-
-# A hand-made history with every rule in it.
-
-
-@dataclass
-class History:
-    players: dict
-    solo: object
-    cup: object
-    won_match: object
-    forfeit: object
-    scheduled: object
-    team_match: object
-    red: object
-
-
-@pytest.fixture
-def history(
-    session, make_player, make_team, make_tournament, make_match, make_registration, make_result
-) -> History:
-    p = {
-        name: make_player(name)
-        for name in (
-            "alice",
-            "bob",
-            "gina",
-            "hank",
-            "carol",
-            "dave",
-            "erin",
-            "frank",
-            "ivan",
-            "judy",
-        )
-    }
-    solo = make_tournament("Solo Open")
-    for name, status in (
-        ("alice", "checked_in"),
-        ("bob", "completed"),
-        ("gina", "no_show"),
-        ("hank", "withdrawn"),
-    ):
-        make_registration(solo, p[name], status)
-    won_match = make_match(solo, p["alice"], p["bob"], winner="a", round="SF")
-    forfeit = make_match(solo, p["alice"], p["bob"], winner="b", state="forfeit", round="F")
-    scheduled = make_match(solo, p["alice"], p["bob"], state="scheduled", round="X")
-    make_result(solo, p["alice"])
-
-    # Red at the time of the cup: carol and dave. Frank left before it, erin joined after.
-    red = make_team("Red", [p["carol"], p["dave"]])
-    session.add_all(
-        [
-            TeamMembership(
-                team_id=red.id,
-                player_id=p["frank"].id,
-                joined_at=T0 - timedelta(days=300),
-                left_at=T0 - timedelta(days=30),
-            ),
-            TeamMembership(
-                team_id=red.id, player_id=p["erin"].id, joined_at=T0 + timedelta(days=10)
-            ),
-        ]
-    )
-    session.commit()
-    blue = make_team("Blue", [p["ivan"], p["judy"]])
-    cup = make_tournament("Private Cup", is_private=True, is_team_based=True)
-    make_registration(cup, red)
-    make_registration(cup, blue)
-    team_match = make_match(cup, red, blue, winner="a", round="F", is_final=True)
-    make_result(cup, red)
-    return History(p, solo, cup, won_match, forfeit, scheduled, team_match, red)
 
 
 # The rules: the same taxonomy and services as live traffic.

@@ -217,3 +217,70 @@ def test_a_worker_killed_inside_a_batch_transaction_loses_that_batch_whole(app, 
 
 def _pid_of(worker: str) -> int:
     return int(worker.rsplit(":", 1)[1])
+
+
+def _preparation_processes_of(pid: int) -> list[int]:
+    """The backfill preparation processes ``pid`` started (``python -m webapp.jobs.preparation``)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                command = cmdline.read().split(b"\0")
+        except OSError:
+            continue  # ended while looked at
+        if parent == pid and b"webapp.jobs.preparation" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def _still_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+def test_a_killed_workers_preparation_process_ends_and_the_run_resumes(app, session, tmp_path):
+    """A worker with threads starts its preparation process as a new interpreter; killed, both go."""
+    live_facts, live_stats, total_rows = _history_without_events(session)
+    run_id = _start_backfill(session)
+    enqueue_run(app, run_id)
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "webapp", "jobs", "worker", "--workers", "1"],
+            cwd=PROJECT_ROOT,
+            env={**_worker_env(app), "BACKFILL_PREPARATION_PROCESS_FROM": "0"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        preparation, batches_when_found = [], 0
+        # Killed once the process has prepared some batches, not merely started.
+        while not preparation or _committed_batches(session, run_id) < batches_when_found + 3:
+            assert worker.poll() is None, f"the worker exited early:\n{log_path.read_text()}"
+            assert time.monotonic() < deadline, f"no preparation process at work:\n{log_path.read_text()}"
+            if not preparation:
+                preparation = _preparation_processes_of(worker.pid)
+                batches_when_found = max(_committed_batches(session, run_id), BATCHES_BEFORE_KILL)
+            time.sleep(0.02)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=30)
+    assert worker.returncode == -signal.SIGKILL
+
+    [child] = preparation
+    deadline = time.monotonic() + 30
+    while _still_running(child):  # it finds the worker's end of its pipe closed
+        assert time.monotonic() < deadline, f"preparation process {child} outlived its worker"
+        time.sleep(0.05)
+    _assert_consistent_then_resume(session, run_id, worker.pid, total_rows, live_facts, live_stats)

@@ -16,14 +16,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
+from flask import current_app
 from sqlalchemy.orm import Session
 
 from webapp.domain import backfill
 from webapp.domain.audit import Actor
 from webapp.domain.jobs import RunTakenOver, get_run
+from webapp.jobs.preparation import PreparationLost, PreparationProcess
 from webapp.transaction import run_in_unit_of_work, unit_of_work
 
 log = logging.getLogger(__name__)
+
+#: How long a forked preparation process is waited for before the first batch.
+FORKED_READY_SECONDS = 5.0
 
 
 def backfill_procedure(session: Session, context) -> dict[str, Any]:
@@ -39,7 +44,8 @@ def backfill_procedure(session: Session, context) -> dict[str, Any]:
     total = backfill.count_source_rows(session, scope)
     session.rollback()
 
-    with _BatchReader(session, run_id, scope, batch_size) as reader:
+    in_a_process = _prepares_in_a_process(session, total - done)
+    with _BatchReader(session, run_id, scope, batch_size, in_a_process=in_a_process) as reader:
         reader.read_after(position)
         while True:
             context.raise_if_cancelled()
@@ -50,8 +56,13 @@ def backfill_procedure(session: Session, context) -> dict[str, Any]:
                 reader.read_after(prepared.after)
                 # A batch that deadlocks with live traffic is undone whole and run again.
                 line = run_in_unit_of_work(
-                    session, partial(_record_batch, context, prepared, batch_no, done, total)
+                    session, partial(_record_batch, context, reader, prepared, batch_no, done, total)
                 )
+                if line is None:  # its records are gone since it was prepared: none is left
+                    break
+                if line.position != prepared.after:
+                    # Prepared again, it ended elsewhere: the batch asked for next is not the next one.
+                    reader.read_after(line.position)
             except RunTakenOver:
                 raise  # the run is no longer this worker's to write to, not even its ledger
             except Exception as exc:
@@ -61,7 +72,9 @@ def backfill_procedure(session: Session, context) -> dict[str, Any]:
             if pause:
                 time.sleep(pause)
 
-    summary = backfill.run_summary(session, run_id)
+        prepared_apart = reader.prepared_apart
+
+    summary = {**backfill.run_summary(session, run_id), "batches_prepared_apart": prepared_apart}
     session.rollback()
     if not summary["parity_ok"]:
         log.warning(
@@ -71,27 +84,44 @@ def backfill_procedure(session: Session, context) -> dict[str, Any]:
 
 
 class _BatchReader:
-    """Prepares batches on a connection of its own; on a server database, one batch ahead.
+    """Prepares batches on a connection of its own, ahead of the batch being recorded where it can.
 
     Preparing a batch (reading the platform's records, deriving their events
-    and checking each fact on its own) writes nothing. On PostgreSQL it runs
-    on a thread while the previous batch is written, in the time the writer
-    waits on the server. On SQLite the writer's work is all in this process,
-    and a second thread only takes turns with it at the interpreter lock
-    (measured slower), so the batch is prepared when asked for, still outside
-    the write transaction. Either way, what a dispute resolution changed since
-    is taken into account when the batch is recorded (``backfill.record_batch``).
+    and checking each fact on its own) writes nothing. A long backfill has
+    its batches prepared by a process of its own (``webapp.jobs.preparation``)
+    while this one records the batch before: both are mostly Python, and a
+    second thread would take turns with the writer at the interpreter lock.
+    A short one, where starting the process costs more than it saves, has
+    them prepared on a thread on PostgreSQL (while the writer waits on the
+    server) and, on SQLite, when asked for (a thread there measured slower).
+    Either way, what a dispute resolution changed since is taken into account
+    when the batch is recorded.
     """
 
-    def __init__(self, session: Session, run_id: int, scope: backfill.BackfillScope, batch_size: int):
+    def __init__(
+        self, session: Session, run_id: int, scope: backfill.BackfillScope, batch_size: int, *,
+        in_a_process: bool = False,
+    ):
         bind = session.get_bind()
         self._session = Session(bind=bind)
         self._prepare = partial(self._read, run_id, scope, batch_size)
+        self._process = (
+            PreparationProcess(
+                bind, current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}, run_id, scope, batch_size,
+                start=current_app.config.get("BACKFILL_PREPARATION_START", "auto"),
+            )
+            if in_a_process else None
+        )
+        if self._process is not None and self._process.forked:
+            # A forked process is ready in moments, sooner than a batch prepared here.
+            self._process.wait_until_ready(FORKED_READY_SECONDS)
         self._executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"backfill-{run_id}-reader")
-            if bind.dialect.name != "sqlite" else None
+            if bind.dialect.name != "sqlite" and self._process is None else None
         )
-        self._pending: Future | backfill.Position | None = None
+        self._pending: Future | tuple[backfill.Position, int] | backfill.Position | None = None
+        #: Batches the preparation process prepared, of those this reader gave out.
+        self.prepared_apart = 0
 
     def __enter__(self) -> _BatchReader:
         return self
@@ -100,16 +130,46 @@ class _BatchReader:
         if self._executor is not None:
             # Waits for a batch still being read; reading writes nothing, so nothing is lost.
             self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._process is not None:
+            self._process.close()
         self._session.close()
 
     def read_after(self, position: backfill.Position) -> None:
-        """Start preparing the batch after ``position`` (or, on SQLite, note where it starts)."""
+        """Start preparing the batch after ``position`` (or, where it is prepared when asked for, note it)."""
+        if self._process is not None and self._process.ready:
+            try:
+                self._pending = (position, self._process.ask(position))
+                return
+            except PreparationLost as error:
+                self._without_process(error)
         self._pending = self._executor.submit(self._prepare, position) if self._executor else position
 
-    def next(self) -> backfill.PreparedBatch | None:
+    def next(self) -> backfill.PreparedBatch | backfill.PackedBatch | None:
         """The batch asked for by the last ``read_after``; ``None`` when no record is left."""
         pending, self._pending = self._pending, None
-        return pending.result() if isinstance(pending, Future) else self._prepare(pending)
+        if isinstance(pending, Future):
+            return pending.result()
+        if isinstance(pending, tuple):
+            position, request = pending
+            try:
+                packed = self._process.receive(request)
+            except PreparationLost as error:
+                self._without_process(error)
+                return self._prepare(position)
+            if isinstance(packed, str):  # it could not pack this one
+                return self._prepare(position)
+            self.prepared_apart += packed is not None
+            return packed
+        return self._prepare(pending)
+
+    def prepare_here(self, position: backfill.Position) -> backfill.PreparedBatch | None:
+        """Prepare the batch after ``position`` now, on this reader's connection."""
+        return self._prepare(position)
+
+    def _without_process(self, error: PreparationLost) -> None:
+        log.warning("backfill: %s; preparing the remaining batches in the worker", error)
+        process, self._process = self._process, None
+        process.close()
 
     def _read(
         self, run_id: int, scope: backfill.BackfillScope, batch_size: int, position: backfill.Position
@@ -120,15 +180,31 @@ class _BatchReader:
             self._session.rollback()  # no snapshot held between batches
 
 
+def _prepares_in_a_process(session: Session, records_left: int) -> bool:
+    """Whether a process of its own should prepare the batches: a long backfill, on a database it can open."""
+    threshold = current_app.config.get("BACKFILL_PREPARATION_PROCESS_FROM")
+    url = session.get_bind().url
+    in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+    return threshold is not None and records_left >= threshold and not in_memory
+
+
 def _record_batch(
     context,
-    prepared: backfill.PreparedBatch,
+    reader: _BatchReader,
+    prepared: backfill.PreparedBatch | backfill.PackedBatch,
     batch_no: int,
     done: int,
     total: int,
     session: Session,
-) -> backfill.BatchLine:
-    line = backfill.record_batch(session, context.run_id, batch_no, prepared)
+) -> backfill.BatchLine | None:
+    if isinstance(prepared, backfill.PackedBatch):
+        line = backfill.record_packed_batch(session, context.run_id, batch_no, prepared)
+        if line is None:  # it needs its facts: prepare it again, here
+            prepared = reader.prepare_here(prepared.start)
+            if prepared is None:
+                return None
+    if not isinstance(prepared, backfill.PackedBatch):
+        line = backfill.record_batch(session, context.run_id, batch_no, prepared)
     done += line.counts.rows_read
     # The source may have grown since the count: progress never passes 100 %.
     context.progress(done, total=max(total, done), checkpoint=line.position.as_checkpoint())
