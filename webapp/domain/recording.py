@@ -40,6 +40,7 @@ from webapp.domain.projection import (
     counted_stat_rows,
 )
 from webapp.domain.taxonomy import event_type as lookup_event_type
+from webapp.json_codec import quicker_json_text
 from webapp.models.activity import ORIGINS, ActivityEvent, DataQualityFinding
 from webapp.models.base import quicker_sqlite_time, utcnow
 from webapp.models.players import TeamMembership
@@ -849,6 +850,8 @@ def _event_values(dialect: Dialect) -> Callable[[list[Mapping[str, Any]], dateti
             raise RuntimeError(f"activity_events.{name} needs a bind processor the insert does not apply")
     occurred = recorded = _driver_time(dialect)
     private, metadata = processors["is_private"], processors["metadata"]
+    if dialect.name == "sqlite":
+        metadata = quicker_json_text(metadata)
 
     def values(rows: list[Mapping[str, Any]], now: datetime) -> list[tuple]:
         at = recorded(now)
