@@ -87,6 +87,10 @@ class PreparationProcess:
             engine.url.render_as_string(hide_password=False), engine_options, run_id, scope.as_params(),
             batch_size,
         ))
+        log.info(
+            "backfill run %s: batches prepared by process %s (%s)", run_id, self.pid,
+            "forked" if self.forked else "a new interpreter",
+        )
         self._ready = False
         self._asked = 0
 
