@@ -180,3 +180,25 @@ def test_a_short_backfill_is_prepared_in_the_worker(app, session, history, monke
     assert run.status == "succeeded", run.error
     assert run.result["batches_prepared_apart"] == 0
     assert multiprocessing.active_children() == []
+
+
+def test_a_preparation_process_that_fails_leaves_the_batches_to_the_worker(
+    app, session, backend, live_history, prepared_apart, monkeypatch, caplog
+):
+    live_facts, live_stats = live_history
+    # Options the worker's engine never sees: only the preparation process's connection fails.
+    unusable = {"timeout": "never"} if backend == "sqlite" else {"options": "-c no_such.setting_here"}
+    monkeypatch.setitem(app.config, "SQLALCHEMY_ENGINE_OPTIONS", {
+        **app.config["SQLALCHEMY_ENGINE_OPTIONS"], "connect_args": unusable,
+    })
+
+    with caplog.at_level(logging.WARNING, logger="webapp.jobs.backfill"):
+        run = run_backfill(session, batch_size=97)
+
+    assert run.status == "succeeded", run.error
+    assert run.result["batches_prepared_apart"] == 0
+    assert "the preparation process failed" in caplog.text
+    assert "preparing the remaining batches in the worker" in caplog.text
+    assert facts(session) == live_facts
+    assert stored_stats(session) == live_stats
+    assert_stats_exact(session)

@@ -352,6 +352,20 @@ def test_the_progress_block_polls_while_the_run_is_unfinished_and_stops_when_it_
     assert "hx-trigger" not in client.get(run_url(run_id)).text, "a finished run's page polls nothing"
 
 
+def test_the_page_of_a_backfill_prepared_apart_says_how_many_batches_were(
+    app, client, session, sign_in, queue, history, monkeypatch
+):
+    monkeypatch.setitem(app.config, "BACKFILL_PREPARATION_PROCESS_FROM", 0)
+    monkeypatch.setitem(app.config, "BACKFILL_PREPARATION_START", "fork")
+    sign_in("admin")
+    run_id = started_run_id(start_backfill(client, str(expected_events(session)), batch_size="2"))
+    run = execute_run(fresh(session), run_id)
+    assert run.status == "succeeded", run.error
+
+    page = client.get(run_url(run_id)).text
+    assert re.search(r'data-testid="batches-prepared-apart">3<', page), "6 records in batches of 2"
+
+
 def test_the_page_of_a_finished_backfill_shows_its_ledger_totals_and_parity(
     client, session, sign_in, queue, history
 ):
@@ -363,6 +377,7 @@ def test_the_page_of_a_finished_backfill_shows_its_ledger_totals_and_parity(
     page = client.get(run_url(run_id)).text
     assert page.count('data-testid="ledger-line"') == 3, "6 records in batches of 2"
     assert re.search(rf'data-testid="events-created">{right}<', page)
+    assert 'data-testid="batches-prepared-apart"' not in page, "a short run is prepared by the worker"
     assert 'data-testid="parity" data-ok="true"' in page
     assert "checked when the run ended" in page
     assert admin.email in page

@@ -103,15 +103,10 @@ class _BatchReader:
         in_a_process: bool = False,
     ):
         bind = session.get_bind()
+        self._run_id = run_id
         self._session = Session(bind=bind)
         self._prepare = partial(self._read, run_id, scope, batch_size)
-        self._process = (
-            PreparationProcess(
-                bind, current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}, run_id, scope, batch_size,
-                start=current_app.config.get("BACKFILL_PREPARATION_START", "auto"),
-            )
-            if in_a_process else None
-        )
+        self._process = self._start_process(bind, run_id, scope, batch_size) if in_a_process else None
         if self._process is not None and self._process.forked:
             # A forked process is ready in moments, sooner than a batch prepared here.
             self._process.wait_until_ready(FORKED_READY_SECONDS)
@@ -134,8 +129,25 @@ class _BatchReader:
             self._process.close()
         self._session.close()
 
+    @staticmethod
+    def _start_process(
+        bind, run_id: int, scope: backfill.BackfillScope, batch_size: int
+    ) -> PreparationProcess | None:
+        try:
+            return PreparationProcess(
+                bind, current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}, run_id, scope, batch_size,
+                start=current_app.config.get("BACKFILL_PREPARATION_START", "auto"),
+            )
+        except OSError as error:  # no process to be had (limits, memory): the worker prepares them all
+            log.warning("backfill run %s: could not start a preparation process (%s)", run_id, error)
+            return None
+
     def read_after(self, position: backfill.Position) -> None:
         """Start preparing the batch after ``position`` (or, where it is prepared when asked for, note it)."""
+        if self._process is not None and not self._process.running:
+            self._without_process(PreparationLost(
+                f"the preparation process stopped (exit code {self._process.exit_code})"
+            ))
         if self._process is not None and self._process.ready:
             try:
                 self._pending = (position, self._process.ask(position))
@@ -167,7 +179,7 @@ class _BatchReader:
         return self._prepare(position)
 
     def _without_process(self, error: PreparationLost) -> None:
-        log.warning("backfill: %s; preparing the remaining batches in the worker", error)
+        log.warning("backfill run %s: %s; preparing the remaining batches in the worker", self._run_id, error)
         process, self._process = self._process, None
         process.close()
 

@@ -99,6 +99,14 @@ class PreparationProcess:
         return self._process.pid
 
     @property
+    def running(self) -> bool:
+        return self._process.running()
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._process.exit_code()
+
+    @property
     def ready(self) -> bool:
         """Whether the process has started and can be asked for a batch (never waits)."""
         return self.wait_until_ready(0)
@@ -132,7 +140,7 @@ class PreparationProcess:
                 answered, kind, payload = self._connection.recv()
             except (EOFError, OSError) as error:
                 raise PreparationLost(
-                    f"the preparation process stopped (exit code {self._process.exit_code()})"
+                    f"the preparation process stopped (exit code {self.exit_code})"
                 ) from error
             if kind == "error":
                 raise PreparationLost(f"the preparation process failed: {payload}")
