@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import getpass
+import os
+import re
 import socket
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import T0
+from webapp.config import PROJECT_ROOT
 from webapp.domain import jobs
 from webapp.domain.recording import NewEvent, record_event
 from webapp.models import ActivityEvent, AuditEntry, Base, JobRun
@@ -283,3 +288,27 @@ def test_a_run_started_from_the_command_line_says_which_system_account_started_i
     sign_in("engineer")
     for page in ("/admin/operations/jobs/", f"/admin/operations/jobs/{run.id}"):
         assert f'data-testid="job-requested-by">{who}<' in client.get(page).text
+
+
+def test_on_the_command_line_a_long_backfill_forks_its_preparation_process(app, session, history):
+    """A real `flask backfill run`: its progress bar starts no thread, so the process is forked."""
+    env = {
+        **os.environ,
+        "ACTIVITY_OPS_ENV": "test",
+        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+        "QUEUE_URL": app.config["QUEUE_URL"],
+        "QUEUE_NAME": app.config["QUEUE_NAME"],
+        "BACKFILL_PREPARATION_PROCESS_FROM": "0",
+        "BACKFILL_PAUSE_SECONDS": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "webapp", "backfill", "run", "--yes", "--force",
+         "--batch-size", "2"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # A new interpreter would be ready only after the worker had prepared these few batches itself.
+    batches = re.search(r"^  batches: (\d+)$", done.stdout, re.MULTILINE)
+    apart = re.search(r"^  batches_prepared_apart: (\d+)$", done.stdout, re.MULTILINE)
+    assert int(batches[1]) == int(apart[1]) > 1, done.stdout
+    assert "parity_ok: True" in done.stdout

@@ -124,6 +124,10 @@ def progress_bar(description: str, unit: str = "item") -> Iterator[ProgressListe
 
     It shows on a terminal and stays out of logs and pipes (``disable=None``).
     """
+    # tqdm's monitor thread only nudges bars left unrefreshed, and this one is
+    # refreshed on every progress report. With no other thread running, a
+    # backfill forks its preparation process instead of starting an interpreter.
+    tqdm.monitor_interval = 0
     with tqdm(unit=unit, dynamic_ncols=True, desc=description, disable=None) as bar:
         def show(done: int, total: int | None) -> None:
             if total is not None and bar.total != total:
