@@ -20,6 +20,7 @@ from webapp.domain.recording import (
     record_events,
 )
 from webapp.models import ActivityEvent, DataQualityFinding, PlayerStats
+from webapp.models.archive import ArchivedEventKey, ArchiveFile
 from webapp.transaction import unit_of_work
 
 
@@ -422,7 +423,9 @@ def test_converted_facts_are_recorded_as_record_events_records_them(
     assert (bob.id, "public") not in by_converted[1]
 
 
-@pytest.mark.parametrize("spoiler", ["repeat", "unknown player", "unknown tournament", "not a member"])
+@pytest.mark.parametrize(
+    "spoiler", ["repeat", "archived", "unknown player", "unknown tournament", "not a member"]
+)
 def test_converted_facts_that_need_the_general_way_write_nothing(
     session, make_player, make_team, make_tournament, spoiler
 ):
@@ -430,10 +433,17 @@ def test_converted_facts_that_need_the_general_way_write_nothing(
     team = make_team("Red", [alice], joined_at=T0 - timedelta(days=1))
     with unit_of_work(session):
         record_event(session, won(alice, match_id=1))
+        archived = ArchiveFile(month="2026-03", url="file:///cold/2026-03.jsonl.gz", event_count=1, bytes=1,
+                               sha256="0" * 64)
+        session.add(archived)
+        session.flush()
+        session.add(ArchivedEventKey(player_id=alice.id, event_type="match_won", source_model="match",
+                                     source_id=8, event_id=10_000, file_id=archived.id))
     before = (stored_events(session), all_stats(session))
     facts = [won(bob, match_id=n) for n in range(2, 6)]
     facts.append({
         "repeat": won(alice, match_id=1),
+        "archived": won(alice, match_id=8),  # T0 is old enough to have been archived
         "unknown player": won(alice, match_id=9, player_id=alice.id + 999),
         "unknown tournament": won(alice, match_id=9, tournament_id=make_tournament().id + 999),
         "not a member": won(alice, match_id=9, team_id=team.id, occurred_at=T0 - timedelta(days=2)),

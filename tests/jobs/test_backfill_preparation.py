@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -21,6 +23,7 @@ from tests.jobs.test_backfill import (
 )
 from webapp.domain import backfill
 from webapp.domain.demo import generate_demo_data
+from webapp.jobs import preparation
 from webapp.jobs.preparation import PreparationProcess
 from webapp.models import ActivityEvent
 from webapp.transaction import unit_of_work
@@ -102,6 +105,9 @@ def test_running_a_finished_backfill_again_in_a_process_creates_nothing(session,
     assert again.status == "succeeded", again.error
     assert again.result["events_inserted"] == 0
     assert again.result["duplicates"] == first.result["events_inserted"] > 0
+    # Each packed batch repeated stored events, so each was recorded the general way.
+    assert first.result["batches_prepared_apart"] == first.result["batches"]
+    assert again.result["batches_prepared_apart"] == 0
     assert (facts(session), stored_stats(session)) == before
     assert_stats_exact(session)
 
@@ -133,8 +139,7 @@ def test_when_the_preparation_process_dies_the_worker_prepares_the_rest_and_the_
 
 def _without_times(packed: backfill.PackedBatch) -> tuple:
     """A packed batch less when it was prepared and the recording time its values carry until recorded."""
-    # PostgreSQL's driver values wrap metadata (psycopg's Jsonb), which compares by identity.
-    values = [tuple(getattr(x, "obj", x) for x in v[:3] + v[4:]) for v in packed.converted.values]
+    values = [v[:3] + v[4:] for v in packed.converted.values]
     return (packed.start, packed.after, packed.match_ids, packed.result_ids, packed.counts, packed.failures,
             packed.converted.dialect, values)
 
@@ -174,12 +179,60 @@ def test_an_unknown_way_to_start_the_preparation_process_is_refused(app, session
         PreparationProcess(session.get_bind(), {}, 1, ALL_HISTORY, 3, start="thread")
 
 
-def test_a_short_backfill_is_prepared_in_the_worker(app, session, history, monkeypatch):
+def test_a_short_backfill_is_prepared_in_the_worker(app, session, history, monkeypatch, caplog):
     monkeypatch.setitem(app.config, "BACKFILL_PREPARATION_PROCESS_FROM", 10_000)
-    run = run_backfill(session, batch_size=3)
+    monkeypatch.setitem(app.config, "BACKFILL_PREPARATION_START", "fork")
+    with caplog.at_level(logging.INFO, logger="webapp.jobs.preparation"):
+        run = run_backfill(session, batch_size=3)
     assert run.status == "succeeded", run.error
     assert run.result["batches_prepared_apart"] == 0
-    assert multiprocessing.active_children() == []
+    assert "batches prepared by process" not in caplog.text  # none was started
+
+
+def test_closing_a_preparation_process_with_a_batch_unread_lets_it_end_by_itself(app, session):
+    """A cancelled or failed run closes the process while it may be sending a batch nobody reads."""
+    with unit_of_work(session):
+        generate_demo_data(session, scale=0.08, seed=19)
+    wipe_events(session)
+    run_id = start(session)
+    batch = backfill.prepare_batch(session, run_id, ALL_HISTORY, backfill.START, 5_000)
+    packed = backfill.pack_batch(batch, backfill.START, session.get_bind().dialect)
+    session.rollback()
+    assert len(pickle.dumps(packed)) > 384 * 1024, "larger than a pipe holds, so its sender waits"
+
+    process = PreparationProcess(
+        session.get_bind(), app.config["SQLALCHEMY_ENGINE_OPTIONS"], run_id, ALL_HISTORY, 5_000, start="fork"
+    )
+    assert process.wait_until_ready(30)
+    process.ask(backfill.START)  # never received
+    time.sleep(1)
+    process.close()
+    assert process.exit_code == 0  # it ended on its own: not killed after the wait
+
+
+def test_a_preparation_process_that_stops_answering_is_given_up_and_the_run_is_exact(
+    session, live_history, prepared_apart, monkeypatch, caplog
+):
+    live_facts, live_stats = live_history
+    monkeypatch.setattr(preparation, "ANSWER_TIMEOUT_SECONDS", 1.0)
+    stopped = []
+
+    def stop_the_preparation_process(done, _total):
+        if not stopped:
+            [child] = multiprocessing.active_children()
+            os.kill(child.pid, signal.SIGSTOP)  # alive, but never answering again
+            stopped.append(child)
+
+    with caplog.at_level(logging.WARNING, logger="webapp.jobs.backfill"):
+        run = run_backfill(session, batch_size=97, listeners=[stop_the_preparation_process])
+
+    assert run.status == "succeeded", run.error
+    assert "sent nothing for 1 s" in caplog.text
+    assert 0 < run.result["batches_prepared_apart"] < run.result["batches"]
+    assert not stopped[0].is_alive()  # killed when given up
+    assert facts(session) == live_facts
+    assert stored_stats(session) == live_stats
+    assert_stats_exact(session)
 
 
 def test_a_preparation_process_that_fails_leaves_the_batches_to_the_worker(

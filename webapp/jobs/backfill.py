@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from webapp.domain import backfill
 from webapp.domain.audit import Actor
 from webapp.domain.jobs import RunTakenOver, get_run
-from webapp.jobs.preparation import PreparationLost, PreparationProcess
+from webapp.jobs.preparation import START_METHODS, PreparationLost, PreparationProcess
 from webapp.transaction import run_in_unit_of_work, unit_of_work
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ def backfill_procedure(session: Session, context) -> dict[str, Any]:
     session.rollback()
 
     in_a_process = _prepares_in_a_process(session, total - done)
+    prepared_apart = 0  # batches recorded as the preparation process packed them, this attempt
     with _BatchReader(session, run_id, scope, batch_size, in_a_process=in_a_process) as reader:
         reader.read_after(position)
         while True:
@@ -56,13 +57,22 @@ def backfill_procedure(session: Session, context) -> dict[str, Any]:
                 reader.read_after(prepared.after)
                 # A batch that deadlocks with live traffic is undone whole and run again.
                 line = run_in_unit_of_work(
-                    session, partial(_record_batch, context, reader, prepared, batch_no, done, total)
+                    session, partial(_record_batch, context, prepared, batch_no, done, total)
                 )
-                if line is None:  # its records are gone since it was prepared: none is left
-                    break
-                if line.position != prepared.after:
-                    # Prepared again, it ended elsewhere: the batch asked for next is not the next one.
-                    reader.read_after(line.position)
+                if line is not None:
+                    prepared_apart += isinstance(prepared, backfill.PackedBatch)
+                else:
+                    # A packed batch that needs its facts: prepared again here, outside the
+                    # transaction that records it, as every batch is.
+                    again = reader.prepare_here(prepared.start)
+                    if again is None:  # its records are gone since: none is left
+                        break
+                    line = run_in_unit_of_work(
+                        session, partial(_record_batch, context, again, batch_no, done, total)
+                    )
+                    if line.position != prepared.after:
+                        # It ended elsewhere: the batch asked for next is not the next one.
+                        reader.read_after(line.position)
             except RunTakenOver:
                 raise  # the run is no longer this worker's to write to, not even its ledger
             except Exception as exc:
@@ -72,8 +82,7 @@ def backfill_procedure(session: Session, context) -> dict[str, Any]:
             if pause:
                 time.sleep(pause)
 
-        prepared_apart = reader.prepared_apart
-
+    # Of this attempt's batches: an earlier attempt's count ended with it.
     summary = {**backfill.run_summary(session, run_id), "batches_prepared_apart": prepared_apart}
     session.rollback()
     if not summary["parity_ok"]:
@@ -115,8 +124,6 @@ class _BatchReader:
             if bind.dialect.name != "sqlite" and self._process is None else None
         )
         self._pending: Future | tuple[backfill.Position, int] | backfill.Position | None = None
-        #: Batches the preparation process prepared, of those this reader gave out.
-        self.prepared_apart = 0
 
     def __enter__(self) -> _BatchReader:
         return self
@@ -133,12 +140,15 @@ class _BatchReader:
     def _start_process(
         bind, run_id: int, scope: backfill.BackfillScope, batch_size: int
     ) -> PreparationProcess | None:
+        start = current_app.config.get("BACKFILL_PREPARATION_START", "auto")
+        if start not in START_METHODS:
+            raise ValueError(f"BACKFILL_PREPARATION_START is {start!r}; it must be one of {START_METHODS}")
         try:
             return PreparationProcess(
                 bind, current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}, run_id, scope, batch_size,
-                start=current_app.config.get("BACKFILL_PREPARATION_START", "auto"),
+                start=start,
             )
-        except OSError as error:  # no process to be had (limits, memory): the worker prepares them all
+        except Exception as error:  # noqa: BLE001  (no process to be had: the worker prepares every batch)
             log.warning("backfill run %s: could not start a preparation process (%s)", run_id, error)
             return None
 
@@ -170,7 +180,6 @@ class _BatchReader:
                 return self._prepare(position)
             if isinstance(packed, str):  # it could not pack this one
                 return self._prepare(position)
-            self.prepared_apart += packed is not None
             return packed
         return self._prepare(pending)
 
@@ -202,20 +211,18 @@ def _prepares_in_a_process(session: Session, records_left: int) -> bool:
 
 def _record_batch(
     context,
-    reader: _BatchReader,
     prepared: backfill.PreparedBatch | backfill.PackedBatch,
     batch_no: int,
     done: int,
     total: int,
     session: Session,
 ) -> backfill.BatchLine | None:
+    """Record a batch and its progress; ``None``, with nothing written, for a packed one that needs its facts."""
     if isinstance(prepared, backfill.PackedBatch):
         line = backfill.record_packed_batch(session, context.run_id, batch_no, prepared)
-        if line is None:  # it needs its facts: prepare it again, here
-            prepared = reader.prepare_here(prepared.start)
-            if prepared is None:
-                return None
-    if not isinstance(prepared, backfill.PackedBatch):
+        if line is None:
+            return None
+    else:
         line = backfill.record_batch(session, context.run_id, batch_no, prepared)
     done += line.counts.rows_read
     # The source may have grown since the count: progress never passes 100 %.

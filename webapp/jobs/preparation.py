@@ -52,6 +52,8 @@ NOT_PACKED = "not packed"
 STOP_TIMEOUT_SECONDS = 5.0
 #: Ways to start the process (see the module's doc): by default, as the worker allows.
 START_METHODS = ("auto", "fork", "interpreter")
+#: Seconds to wait for a batch (one takes about a second) before giving the process up as hung.
+ANSWER_TIMEOUT_SECONDS = 120.0
 
 
 class PreparationLost(RuntimeError):
@@ -83,10 +85,14 @@ class PreparationProcess:
                 self._process = _Started(child_end)
         finally:
             child_end.close()
-        self._connection.send((
-            engine.url.render_as_string(hide_password=False), engine_options, run_id, scope.as_params(),
-            batch_size,
-        ))
+        try:
+            self._connection.send((
+                engine.url.render_as_string(hide_password=False), engine_options, run_id, scope.as_params(),
+                batch_size,
+            ))
+        except BaseException:
+            self.close()  # a process that never got its work: not left behind
+            raise
         log.info(
             "backfill run %s: batches prepared by process %s (%s)", run_id, self.pid,
             "forked" if self.forked else "a new interpreter",
@@ -133,10 +139,16 @@ class PreparationProcess:
     def receive(self, number: int) -> backfill.PackedBatch | str | None:
         """Wait for the answer to request ``number``: a packed batch, ``NOT_PACKED``, or ``None`` at the end.
 
-        Answers to earlier requests, no longer wanted, are passed over.
+        Answers to earlier requests, no longer wanted, are passed over. A
+        process that sends nothing for ANSWER_TIMEOUT_SECONDS while still
+        running (stopped, or stuck on a lock) is given up as lost.
         """
         while True:
             try:
+                if not self._connection.poll(ANSWER_TIMEOUT_SECONDS):
+                    raise PreparationLost(
+                        f"the preparation process sent nothing for {ANSWER_TIMEOUT_SECONDS:g} s"
+                    )
                 answered, kind, payload = self._connection.recv()
             except (EOFError, OSError) as error:
                 raise PreparationLost(
@@ -148,13 +160,17 @@ class PreparationProcess:
                 return payload
 
     def close(self) -> None:
-        """Tell the process to stop and wait for it; kill it if it does not."""
+        """Tell the process to stop and wait for it; kill it if it does not.
+
+        This end is closed before the wait: a process still sending a batch
+        nobody will read would otherwise wait on a full pipe until killed.
+        """
         try:
             self._connection.send(None)
         except (OSError, ValueError):
             pass  # already gone
-        self._process.stop(STOP_TIMEOUT_SECONDS)
         self._connection.close()
+        self._process.stop(STOP_TIMEOUT_SECONDS)
 
 
 class _Child(Protocol):
@@ -219,6 +235,10 @@ class _Started:
 def _serve_forked(connection: Connection, parent_end: Connection) -> None:
     # The worker's end, inherited: closed, or the pipe would never report the worker gone.
     parent_end.close()
+    # The worker's engine and pooled connections are inherited too, and left alone: disposed
+    # of, they would be garbage collected, and a PostgreSQL connection closed here ends the
+    # worker's session with it. The process opens its own, and multiprocessing ends it with
+    # os._exit, which runs no finalizer.
     serve(connection)
 
 
