@@ -119,10 +119,8 @@ class _BatchReader:
         if self._process is not None and self._process.forked:
             # A forked process is ready in moments, sooner than a batch prepared here.
             self._process.wait_until_ready(FORKED_READY_SECONDS)
-        self._executor = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"backfill-{run_id}-reader")
-            if bind.dialect.name != "sqlite" and self._process is None else None
-        )
+        self._reads_ahead_on_a_thread = bind.dialect.name != "sqlite"
+        self._executor = self._reader_thread() if self._process is None else None
         self._pending: Future | tuple[backfill.Position, int] | backfill.Position | None = None
 
     def __enter__(self) -> _BatchReader:
@@ -185,12 +183,21 @@ class _BatchReader:
 
     def prepare_here(self, position: backfill.Position) -> backfill.PreparedBatch | None:
         """Prepare the batch after ``position`` now, on this reader's connection."""
+        if self._executor is not None:
+            # The reader thread may be preparing the next batch on the same connection: after it.
+            return self._executor.submit(self._prepare, position).result()
         return self._prepare(position)
+
+    def _reader_thread(self) -> ThreadPoolExecutor | None:
+        if not self._reads_ahead_on_a_thread:
+            return None
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"backfill-{self._run_id}-reader")
 
     def _without_process(self, error: PreparationLost) -> None:
         log.warning("backfill run %s: %s; preparing the remaining batches in the worker", self._run_id, error)
         process, self._process = self._process, None
         process.close()
+        self._executor = self._reader_thread()  # as for a short run
 
     def _read(
         self, run_id: int, scope: backfill.BackfillScope, batch_size: int, position: backfill.Position
