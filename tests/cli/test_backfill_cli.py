@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import os
 import re
 import socket
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import T0
+from tests.jobs.test_backfill_kill import worker_env
 from webapp.config import PROJECT_ROOT
 from webapp.domain import jobs
 from webapp.domain.recording import NewEvent, record_event
@@ -292,15 +292,7 @@ def test_a_run_started_from_the_command_line_says_which_system_account_started_i
 
 def test_on_the_command_line_a_long_backfill_forks_its_preparation_process(app, session, history):
     """A real `flask backfill run`: its progress bar starts no thread, so the process is forked."""
-    env = {
-        **os.environ,
-        "ACTIVITY_OPS_ENV": "test",
-        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-        "QUEUE_URL": app.config["QUEUE_URL"],
-        "QUEUE_NAME": app.config["QUEUE_NAME"],
-        "BACKFILL_PREPARATION_PROCESS_FROM": "0",
-        "BACKFILL_PAUSE_SECONDS": "0",
-    }
+    env = {**worker_env(app), "BACKFILL_PREPARATION_PROCESS_FROM": "0", "BACKFILL_PAUSE_SECONDS": "0"}
     done = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "webapp", "backfill", "run", "--yes", "--force",
          "--batch-size", "2"],

@@ -88,7 +88,20 @@ with app.app_context():
 """
 
 
-def _worker_env(app) -> dict[str, str]:
+def _start_worker(app, log_path, **env: str) -> subprocess.Popen:
+    """The real consumer (`flask jobs worker`, one worker thread) on the test's database and queue."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "webapp", "jobs", "worker", "--workers", "1"],
+            cwd=PROJECT_ROOT,
+            env={**worker_env(app), **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def worker_env(app) -> dict[str, str]:
+    """The environment a process of the product needs to use the test's database and queue."""
     return {
         **os.environ,
         "ACTIVITY_OPS_ENV": "test",
@@ -163,14 +176,7 @@ def test_a_worker_killed_between_or_inside_batches_leaves_consistent_data_and_th
     run_id = _start_backfill(session)
     enqueue_run(app, run_id)
     log_path = tmp_path / "worker.log"
-    with open(log_path, "wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "webapp", "jobs", "worker", "--workers", "1"],
-            cwd=PROJECT_ROOT,
-            env=_worker_env(app),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    worker = _start_worker(app, log_path)
     try:
         deadline = time.monotonic() + 90
         while _committed_batches(session, run_id) < BATCHES_BEFORE_KILL:
@@ -198,7 +204,7 @@ def test_a_worker_killed_inside_a_batch_transaction_loses_that_batch_whole(app, 
     worker = subprocess.run(
         [sys.executable, str(script), str(run_id), str(BATCH_SIZE * BATCHES_BEFORE_KILL)],
         cwd=PROJECT_ROOT,
-        env=_worker_env(app),
+        env=worker_env(app),
         capture_output=True,
         timeout=120,
         check=False,
@@ -251,14 +257,7 @@ def test_a_killed_workers_preparation_process_ends_and_the_run_resumes(app, sess
     run_id = _start_backfill(session)
     enqueue_run(app, run_id)
     log_path = tmp_path / "worker.log"
-    with open(log_path, "wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "webapp", "jobs", "worker", "--workers", "1"],
-            cwd=PROJECT_ROOT,
-            env={**_worker_env(app), "BACKFILL_PREPARATION_PROCESS_FROM": "0"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    worker = _start_worker(app, log_path, BACKFILL_PREPARATION_PROCESS_FROM="0")
     try:
         deadline = time.monotonic() + 90
         preparation, batches_when_found = [], 0

@@ -410,9 +410,7 @@ def _without_resolved(
     (the win would count twice). Looked up in the transaction that records the
     batch, so a resolution committed after the batch was read still counts.
     """
-    # Until a dispute resolution has corrected some match, there is nothing to
-    # look up, and the lookups' long id lists cost as much as the batch's reading.
-    if session.scalar(select(MatchResolution.id).limit(1)) is None:
+    if not _any_resolution(session):
         return rows
     resolved = resolved_match_ids(
         session, [record.id for key, record in records if key.stage == _MATCHES]
@@ -649,9 +647,15 @@ def record_packed_batch(session: Session, run_id: int, batch_no: int, packed: Pa
 
 
 def _any_resolved(session: Session, match_ids: list[int], result_ids: list[int]) -> bool:
-    if session.scalar(select(MatchResolution.id).limit(1)) is None:
+    if not _any_resolution(session):
         return False
     return bool(resolved_match_ids(session, match_ids) or resolved_result_ids(session, result_ids))
+
+
+def _any_resolution(session: Session) -> bool:
+    # Until a dispute resolution has corrected some match, there is nothing to
+    # look up, and the lookups' long id lists cost as much as the batch's reading.
+    return session.scalar(select(MatchResolution.id).limit(1)) is not None
 
 
 def process_batch(
